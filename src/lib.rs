@@ -1,0 +1,14 @@
+//! clayhook: receive Clay enrichment callbacks, prove they are yours, deduplicate them, queue
+//! them on SQS and route them downstream.
+//!
+//! Pure domain modules (`auth`, `lead`, `envelope`, the decisions in `idempotency`) know nothing
+//! of AWS; `idempotency::dynamodb` and `queue::sqs` are the adapters; `ingest` is the use case.
+
+pub mod auth;
+pub mod aws;
+pub mod config;
+pub mod envelope;
+pub mod idempotency;
+pub mod ingest;
+pub mod lead;
+pub mod queue;
