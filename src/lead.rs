@@ -505,7 +505,7 @@ fn count(value: &Value) -> Result<u64, Unparsed> {
         other => as_number(other),
     };
     match n {
-        Some(n) if n >= 0.0 && n < 1e15 => Ok(n.round() as u64),
+        Some(n) if (0.0..1e15).contains(&n) => Ok(n.round() as u64),
         _ => Err(Unparsed::Invalid("not a count")),
     }
 }

@@ -1,1 +1,207 @@
+//! The use case with in-memory ports: the order of checks and the claim's timing, no network.
 
+use super::*;
+use crate::idempotency::{Record, Status};
+use lambda_http::http::HeaderValue;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct MemoryStore {
+    claims: Mutex<Vec<Claim>>,
+    completed: Mutex<Vec<String>>,
+    abandoned: Mutex<Vec<Claim>>,
+    held: Mutex<Option<Record>>,
+    fail_complete: bool,
+}
+
+impl IdempotencyStore for MemoryStore {
+    async fn begin(&self, claim: &Claim) -> Result<Begin, StoreError> {
+        self.claims.lock().unwrap().push(claim.clone());
+        Ok(match self.held.lock().unwrap().clone() {
+            Some(r) => Begin::Held(r),
+            None => Begin::Claimed,
+        })
+    }
+    async fn complete(&self, _id: &str, message_id: &str, _exp: i64) -> Result<(), StoreError> {
+        if self.fail_complete {
+            return Err(StoreError::Unavailable("down".into()));
+        }
+        self.completed.lock().unwrap().push(message_id.to_string());
+        Ok(())
+    }
+    async fn abandon(&self, claim: &Claim) -> Result<(), StoreError> {
+        self.abandoned.lock().unwrap().push(claim.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MemoryQueue {
+    sent: Mutex<Vec<OutgoingMessage>>,
+    fail: bool,
+}
+
+impl LeadQueue for MemoryQueue {
+    async fn send(&self, m: &OutgoingMessage) -> Result<String, QueueError> {
+        if self.fail {
+            return Err(QueueError("down".into()));
+        }
+        self.sent.lock().unwrap().push(m.clone());
+        Ok(format!("m-{}", self.sent.lock().unwrap().len()))
+    }
+}
+
+const TOKEN: &str = "tok";
+const T0: u64 = 1_800_000_000;
+
+fn ingest(store: MemoryStore, queue: MemoryQueue) -> Ingest<MemoryStore, MemoryQueue> {
+    Ingest {
+        settings: IngestSettings {
+            secrets: Secrets::parse(TOKEN).unwrap(),
+            key_spec: KeySpec::Body,
+            ttl_seconds: 100,
+            max_body_bytes: 64,
+            tolerance_seconds: 300,
+            default_in_progress: Duration::from_secs(30),
+        },
+        store,
+        queue,
+    }
+}
+
+fn headers(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("x-clay-signature", HeaderValue::from_str(token).unwrap());
+    h
+}
+
+async fn call(
+    i: &Ingest<MemoryStore, MemoryQueue>,
+    h: &HeaderMap,
+    body: &[u8],
+    remaining: Option<Duration>,
+) -> Result<Outcome, IngestError> {
+    i.handle(IngestRequest {
+        method: &Method::POST,
+        path: "/api/clay/enriched/",
+        headers: h,
+        body,
+        received_at: UNIX_EPOCH + Duration::from_secs(T0),
+        remaining,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn claim_lock_is_the_lambda_remaining_time_else_the_default() {
+    let i = ingest(MemoryStore::default(), MemoryQueue::default());
+    call(
+        &i,
+        &headers(TOKEN),
+        b"{}",
+        Some(Duration::from_millis(4_321)),
+    )
+    .await
+    .unwrap();
+    call(&i, &headers(TOKEN), b"{\"a\":1}", None).await.unwrap();
+    let claims = i.store.claims.lock().unwrap().clone();
+    let t0_ms = T0 as i64 * 1000;
+    assert_eq!(claims[0].now_ms, t0_ms);
+    assert_eq!(claims[0].in_progress_expires_at, t0_ms + 4_321);
+    assert_eq!(claims[1].in_progress_expires_at, t0_ms + 30_000);
+    assert_eq!(claims[0].expires_at, T0 as i64 + 100);
+}
+
+#[tokio::test]
+async fn checks_run_in_the_spec_order_and_nothing_is_touched_before_auth() {
+    let i = ingest(MemoryStore::default(), MemoryQueue::default());
+    let big = [b'x'; 65];
+    // Too big and unauthenticated and not JSON: size wins.
+    let r = call(&i, &HeaderMap::new(), &big, None).await;
+    assert!(matches!(
+        r,
+        Err(IngestError::PayloadTooLarge {
+            size: 65,
+            limit: 64
+        })
+    ));
+    // Unauthenticated and bad content type: content type wins.
+    let r = call(&i, &HeaderMap::new(), b"{}", None).await;
+    assert!(matches!(r, Err(IngestError::UnsupportedMediaType)));
+    // Unauthenticated and not JSON: authentication wins.
+    let r = call(&i, &headers("nope"), b"not json", None).await;
+    assert!(matches!(r, Err(IngestError::Unauthorized(_))));
+    let r = call(&i, &headers(TOKEN), b"not json", None).await;
+    assert!(matches!(r, Err(IngestError::InvalidJson(_))));
+    assert!(i.store.claims.lock().unwrap().is_empty());
+    assert!(i.queue.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn failed_send_abandons_exactly_our_claim() {
+    let queue = MemoryQueue {
+        fail: true,
+        ..Default::default()
+    };
+    let i = ingest(MemoryStore::default(), queue);
+    let r = call(&i, &headers(TOKEN), b"{}", None).await;
+    assert!(matches!(r, Err(IngestError::Queue(_))));
+    let claims = i.store.claims.lock().unwrap().clone();
+    assert_eq!(*i.store.abandoned.lock().unwrap(), claims);
+    assert!(i.store.completed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_queued_lead_is_accepted_even_if_completion_fails() {
+    let store = MemoryStore {
+        fail_complete: true,
+        ..Default::default()
+    };
+    let i = ingest(store, MemoryQueue::default());
+    let r = call(&i, &headers(TOKEN), b"{}", None).await.unwrap();
+    assert!(matches!(r, Outcome::Accepted { .. }));
+    assert!(i.store.abandoned.lock().unwrap().is_empty());
+    assert_eq!(i.queue.sent.lock().unwrap().len(), 1);
+    assert_eq!(i.queue.sent.lock().unwrap()[0].group, "default");
+}
+
+#[tokio::test]
+async fn a_key_that_keeps_changing_hands_gives_up_with_in_progress() {
+    let store = MemoryStore::default();
+    *store.held.lock().unwrap() = Some(Record {
+        status: Status::Completed,
+        expires_at: 0, // expired: judge says retry every time
+        in_progress_expires_at: None,
+        message_id: None,
+        body_hash: None,
+    });
+    let i = ingest(store, MemoryQueue::default());
+    let r = call(&i, &headers(TOKEN), b"{}", None).await;
+    assert!(matches!(r, Err(IngestError::InProgress { .. })));
+    assert_eq!(i.store.claims.lock().unwrap().len(), MAX_CLAIM_ATTEMPTS);
+    assert!(i.queue.sent.lock().unwrap().is_empty());
+}
+
+#[test]
+fn routes() {
+    assert_eq!(route_source("/api/clay/enriched").unwrap(), None);
+    assert_eq!(route_source("/api/clay/enriched/").unwrap(), None);
+    assert_eq!(
+        route_source("/api/clay/enriched/a-B_9").unwrap().as_deref(),
+        Some("a-B_9")
+    );
+    assert!(matches!(
+        route_source("/api/clay/enrichedX"),
+        Err(IngestError::NotFound)
+    ));
+    assert!(matches!(
+        route_source("/api/clay/enriched/a/b"),
+        Err(IngestError::NotFound)
+    ));
+    assert!(matches!(
+        route_source("/api/clay/enriched/a%20b"),
+        Err(IngestError::InvalidSource)
+    ));
+    assert!(matches!(route_source("/"), Err(IngestError::NotFound)));
+}

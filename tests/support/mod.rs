@@ -1,0 +1,205 @@
+//! Test harness: a real `moto_server` (DynamoDB and SQS over the AWS wire protocol) on a free
+//! loopback port, shared by the tests of one binary, with a fresh table and queue per test.
+#![allow(dead_code)]
+
+use aws_config::Region;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The `moto_server` executable: `$MOTO_SERVER`, else the project venv's.
+fn moto_path() -> PathBuf {
+    if let Ok(p) = std::env::var("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Starts moto once per test binary. The server dies with the test process (PR_SET_PDEATHSIG
+/// from a thread that lives as long as the process), so no server outlives a run.
+pub fn moto_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let port = free_port();
+            let path = moto_path();
+            let mut cmd = Command::new(&path);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); run `make venv` or set MOTO_SERVER",
+                    path.display()
+                )
+            });
+            let _ = tx.send((port, child.id()));
+            // This thread is the child's "parent" for PDEATHSIG: it lives as long as the server.
+            let _ = child.wait();
+        });
+        let (port, _pid) = rx.recv().expect("moto thread");
+        wait_for_port(port, Duration::from_secs(30));
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "port {port} did not open in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An SDK config pointing at `endpoint` with dummy credentials, the project's own timeouts.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    clayhook::aws::loader()
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+/// A loopback URL where nothing listens.
+pub fn dead_endpoint() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh table and queue on the shared moto server.
+pub struct Aws {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub table: String,
+    pub queue_url: String,
+}
+
+impl Aws {
+    pub async fn fresh() -> Aws {
+        Self::fresh_with(false).await
+    }
+
+    pub async fn fresh_with(fifo: bool) -> Aws {
+        let sdk = sdk_config(moto_url()).await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let table = unique("clayhook");
+        create_table(&ddb, &table).await;
+        let mut name = unique("leads");
+        let mut q = sqs.create_queue();
+        if fifo {
+            name.push_str(".fifo");
+            q = q.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+        }
+        let queue_url = q
+            .queue_name(name)
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        Aws {
+            ddb,
+            sqs,
+            table,
+            queue_url,
+        }
+    }
+
+    /// Every message on the queue (received, not deleted), waiting up to `wait` for `at_least`.
+    pub async fn drain(&self, at_least: usize, wait: Duration) -> Vec<aws_sdk_sqs::types::Message> {
+        let start = Instant::now();
+        let mut all = Vec::new();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(300)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive");
+            let got = out.messages.unwrap_or_default();
+            let empty = got.is_empty();
+            all.extend(got);
+            if empty && (all.len() >= at_least || start.elapsed() > wait) {
+                return all;
+            }
+        }
+    }
+
+    pub async fn items(
+        &self,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.ddb
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default()
+    }
+}
+
+pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, table: &str) {
+    ddb.create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("create table");
+}
