@@ -4,12 +4,23 @@
 use std::time::Duration;
 
 use crate::auth::{DEFAULT_TOLERANCE_SECONDS, Secrets, SecretsError};
+use crate::destinations::hubspot::{DEFAULT_BASE_URL, DEFAULT_UPSERT_PATH, HubSpot};
+use crate::destinations::slack::Slack;
+use crate::destinations::webhook::{SigningKey, Webhook};
+use crate::destinations::{Crm, DestinationSettings};
 use crate::idempotency::{KeySpec, KeySpecError};
 use crate::ingest::IngestSettings;
+use crate::router::RouterSettings;
+use crate::router::retry::RetryPolicy;
+use crate::router::rules::{RulesError, default_rules, parse_rules};
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 262_144;
 pub const DEFAULT_TTL_SECONDS: i64 = 86_400;
 pub const DEFAULT_IN_PROGRESS_MS: u64 = 30_000;
+pub const DEFAULT_ROUTER_CONCURRENCY: usize = 10;
+pub const DEFAULT_HTTP_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_DELIVERY_TTL_SECONDS: i64 = 30 * 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,6 +32,8 @@ pub enum ConfigError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Key(#[from] KeySpecError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
 }
 
 /// Everything the ingest function needs.
@@ -37,6 +50,22 @@ pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     fn get(&self, var: &'static str) -> Option<String> {
         (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn optional(&self, var: &'static str) -> Option<String> {
+        self.get(var).map(|v| v.trim().to_string())
+    }
+
+    /// An http(s) URL, when set.
+    pub fn url(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        match self.optional(var) {
+            None => Ok(None),
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Ok(Some(u)),
+            Some(_) => Err(ConfigError::Invalid {
+                var,
+                reason: "expected an http(s) URL".into(),
+            }),
+        }
     }
 
     pub fn required(&self, var: &'static str) -> Result<String, ConfigError> {
@@ -102,6 +131,96 @@ impl IngestConfig {
     }
 }
 
+/// Everything the router function needs.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub settings: RouterSettings,
+    pub table: String,
+    pub destinations: DestinationSettings,
+    pub connect_timeout: Duration,
+}
+
+impl RouterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&process_env())
+    }
+
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let rules = match env.optional("ROUTING_RULES") {
+            Some(text) => parse_rules(&text)?,
+            None => default_rules(),
+        };
+        let signing = match env.optional("OUTBOUND_SIGNING_SECRET") {
+            None => None,
+            Some(s) => Some(SigningKey::parse(&s).ok_or(ConfigError::Invalid {
+                var: "OUTBOUND_SIGNING_SECRET",
+                reason: "expected whsec_ followed by base64".into(),
+            })?),
+        };
+        let webhook = |var| -> Result<Option<Webhook>, ConfigError> {
+            Ok(env.url(var)?.map(|u| Webhook::new(u, signing.clone())))
+        };
+        let crm = match env.optional("HUBSPOT_ACCESS_TOKEN") {
+            Some(token) => Some(Crm::HubSpot(HubSpot::new(
+                &env.url("HUBSPOT_BASE_URL")?
+                    .unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
+                &env.optional("HUBSPOT_UPSERT_PATH")
+                    .unwrap_or_else(|| DEFAULT_UPSERT_PATH.to_string()),
+                token,
+                env.optional("HUBSPOT_SCORE_PROPERTY"),
+            ))),
+            None => webhook("CRM_WEBHOOK_URL")?.map(Crm::Webhook),
+        };
+        let destinations = DestinationSettings {
+            crm,
+            outreach: webhook("OUTREACH_WEBHOOK_URL")?,
+            nurture: webhook("NURTURE_WEBHOOK_URL")?,
+            slack: env.url("SLACK_WEBHOOK_URL")?.map(Slack::new),
+            zapier: webhook("ZAPIER_WEBHOOK_URL")?,
+        };
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            max_attempts: env.number("RETRY_MAX_ATTEMPTS", defaults.max_attempts, |v| *v > 0)?,
+            base: Duration::from_millis(env.number(
+                "RETRY_BASE_MS",
+                defaults.base.as_millis() as u64,
+                |v| *v > 0,
+            )?),
+            cap: Duration::from_millis(env.number(
+                "RETRY_CAP_MS",
+                defaults.cap.as_millis() as u64,
+                |v| *v > 0,
+            )?),
+            safety_margin: defaults.safety_margin,
+        };
+        Ok(RouterConfig {
+            settings: RouterSettings {
+                rules,
+                concurrency: env
+                    .number("ROUTER_CONCURRENCY", DEFAULT_ROUTER_CONCURRENCY, |v| *v > 0)?,
+                retry,
+                request_timeout: Duration::from_millis(env.number(
+                    "HTTP_TIMEOUT_MS",
+                    DEFAULT_HTTP_TIMEOUT_MS,
+                    |v| *v > 0,
+                )?),
+                delivery_ttl_seconds: env.number(
+                    "DELIVERY_TTL_SECONDS",
+                    DEFAULT_DELIVERY_TTL_SECONDS,
+                    |v| *v > 0,
+                )?,
+            },
+            table: env.required("IDEMPOTENCY_TABLE")?,
+            destinations,
+            connect_timeout: Duration::from_millis(env.number(
+                "HTTP_CONNECT_TIMEOUT_MS",
+                DEFAULT_HTTP_CONNECT_TIMEOUT_MS,
+                |v| *v > 0,
+            )?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +255,55 @@ mod tests {
         assert!(err.to_string().contains("CLAY_WEBHOOK_SECRETS"), "{err}");
         let err = read(&[("CLAY_WEBHOOK_SECRETS", " , ")]).unwrap_err();
         assert!(matches!(err, ConfigError::Secrets(SecretsError::Empty)));
+    }
+
+    fn router(vars: &[(&str, &str)]) -> Result<RouterConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RouterConfig::read(&Env(move |k: &str| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn router_needs_only_the_table() {
+        let c = router(&[("IDEMPOTENCY_TABLE", "t")]).unwrap();
+        assert_eq!(c.settings.concurrency, 10);
+        assert_eq!(c.settings.rules, default_rules());
+        let shown = format!("{:?}", c.destinations);
+        assert!(shown.contains("crm: \"none\""), "{shown}");
+        assert!(
+            router(&[])
+                .unwrap_err()
+                .to_string()
+                .contains("IDEMPOTENCY_TABLE")
+        );
+    }
+
+    #[test]
+    fn router_settings_are_checked_at_start() {
+        let t = ("IDEMPOTENCY_TABLE", "t");
+        let e = router(&[t, ("ROUTING_RULES", r#"[{"destinations":["fax"]}]"#)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ROUTING_RULES is invalid at [0].destinations[0]"),
+            "{e}"
+        );
+        let e = router(&[t, ("SLACK_WEBHOOK_URL", "hooks.slack.com/x")]).unwrap_err();
+        assert!(e.to_string().contains("SLACK_WEBHOOK_URL"), "{e}");
+        let e = router(&[t, ("OUTBOUND_SIGNING_SECRET", "plain")]).unwrap_err();
+        assert!(e.to_string().contains("OUTBOUND_SIGNING_SECRET"), "{e}");
+        let c = router(&[
+            t,
+            ("HUBSPOT_ACCESS_TOKEN", "pat-secret"),
+            ("CRM_WEBHOOK_URL", "http://x"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("hubspot") && !shown.contains("pat-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod destinations;
 pub mod envelope;
 pub mod idempotency;
 pub mod ingest;
 pub mod lead;
 pub mod queue;
+pub mod router;

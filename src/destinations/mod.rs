@@ -1,0 +1,220 @@
+//! Destinations: where a routed lead is sent. The router sees only the [`Destinations`] port;
+//! [`HttpDestinations`] is the adapter that speaks to HubSpot, Slack, Zapier and webhooks.
+
+pub mod hubspot;
+pub mod slack;
+pub mod webhook;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::envelope::Envelope;
+use crate::router::retry::{Attempt, RetryAfter, TransportKind};
+use crate::router::rules::DestinationName;
+
+/// The port the router delivers through.
+pub trait Destinations: Send + Sync {
+    /// Whether the destination has its settings; unconfigured ones are skipped.
+    fn configured(&self, name: DestinationName) -> bool;
+    /// One attempt, bounded by `timeout`.
+    fn deliver(
+        &self,
+        name: DestinationName,
+        envelope: &Envelope,
+        timeout: Duration,
+    ) -> impl Future<Output = Attempt> + Send;
+}
+
+/// How the `crm` destination is reached.
+#[derive(Clone)]
+pub enum Crm {
+    HubSpot(hubspot::HubSpot),
+    Webhook(webhook::Webhook),
+}
+
+/// Every destination's settings (see `config.rs` for the variables).
+#[derive(Clone, Default)]
+pub struct DestinationSettings {
+    pub crm: Option<Crm>,
+    pub outreach: Option<webhook::Webhook>,
+    pub nurture: Option<webhook::Webhook>,
+    pub slack: Option<slack::Slack>,
+    pub zapier: Option<webhook::Webhook>,
+}
+
+impl std::fmt::Debug for DestinationSettings {
+    // URLs and tokens are credentials: show only what is configured.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let crm = match &self.crm {
+            Some(Crm::HubSpot(_)) => "hubspot",
+            Some(Crm::Webhook(_)) => "webhook",
+            None => "none",
+        };
+        f.debug_struct("DestinationSettings")
+            .field("crm", &crm)
+            .field("outreach", &self.outreach.is_some())
+            .field("nurture", &self.nurture.is_some())
+            .field("slack", &self.slack.is_some())
+            .field("zapier", &self.zapier.is_some())
+            .finish()
+    }
+}
+
+/// The HTTP adapter: one `reqwest` client (built once, connection pool shared) for all.
+#[derive(Clone, Debug)]
+pub struct HttpDestinations {
+    client: reqwest::Client,
+    settings: DestinationSettings,
+}
+
+impl HttpDestinations {
+    pub fn new(
+        settings: DestinationSettings,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            // Standard Webhooks: a redirect is a failure, never followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("clayhook/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(HttpDestinations { client, settings })
+    }
+}
+
+impl Destinations for HttpDestinations {
+    fn configured(&self, name: DestinationName) -> bool {
+        let s = &self.settings;
+        match name {
+            DestinationName::Crm => s.crm.is_some(),
+            DestinationName::Outreach => s.outreach.is_some(),
+            DestinationName::Nurture => s.nurture.is_some(),
+            DestinationName::Slack => s.slack.is_some(),
+            DestinationName::Zapier => s.zapier.is_some(),
+        }
+    }
+
+    async fn deliver(&self, name: DestinationName, env: &Envelope, timeout: Duration) -> Attempt {
+        let s = &self.settings;
+        let c = &self.client;
+        let not_configured = || Attempt::Transport {
+            kind: TransportKind::Other,
+            detail: format!("{name} is not configured"),
+        };
+        match name {
+            DestinationName::Crm => match &s.crm {
+                Some(Crm::HubSpot(h)) => h.deliver(c, env, timeout).await,
+                Some(Crm::Webhook(w)) => w.deliver(c, name, env, timeout).await,
+                None => not_configured(),
+            },
+            DestinationName::Outreach => match &s.outreach {
+                Some(w) => w.deliver(c, name, env, timeout).await,
+                None => not_configured(),
+            },
+            DestinationName::Nurture => match &s.nurture {
+                Some(w) => w.deliver(c, name, env, timeout).await,
+                None => not_configured(),
+            },
+            DestinationName::Zapier => match &s.zapier {
+                Some(w) => w.deliver(c, name, env, timeout).await,
+                None => not_configured(),
+            },
+            DestinationName::Slack => match &s.slack {
+                Some(sl) => sl.deliver(c, env, timeout).await,
+                None => not_configured(),
+            },
+        }
+    }
+}
+
+/// A received answer: status, `Retry-After`, and the body text (bounded).
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<RetryAfter>,
+    pub body: String,
+}
+
+/// Longest part of a destination's answer kept for the log.
+const DETAIL_CHARS: usize = 300;
+
+/// Sends one request; transport failures come back as an [`Attempt`] already.
+pub async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, Attempt> {
+    let response = request.timeout(timeout).send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RetryAfter::parse);
+    let body = response.text().await.map_err(transport)?;
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+fn transport(e: reqwest::Error) -> Attempt {
+    let kind = if e.is_timeout() {
+        TransportKind::Timeout
+    } else if e.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    };
+    // The URL of a Slack or Zapier hook is its credential: never let it reach a log line.
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    Attempt::Transport {
+        kind,
+        detail: redact(&detail),
+    }
+}
+
+/// A non-success answer as an [`Attempt`], its body shortened and redacted for the log.
+pub fn rejected(answer: Answer) -> Attempt {
+    Attempt::Status {
+        status: answer.status,
+        retry_after: answer.retry_after,
+        detail: redact(&answer.body),
+    }
+}
+
+/// Shortens text for a log line and masks anything that looks like an email address.
+pub fn redact(text: &str) -> String {
+    let short: String = text.chars().take(DETAIL_CHARS).collect();
+    short
+        .split_inclusive(|c: char| c.is_whitespace() || "\"'<>,;:()[]{}".contains(c))
+        .map(|word| {
+            let trimmed =
+                word.trim_end_matches(|c: char| c.is_whitespace() || "\"'<>,;:()[]{}".contains(c));
+            if trimmed.contains('@') {
+                format!("[email]{}", &word[trimmed.len()..])
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_masks_emails_and_bounds_length() {
+        let r = redact(r#"{"message":"Contact jane@acme.com already exists","id":"<bob@x.io>"}"#);
+        assert!(
+            !r.contains("jane@acme.com") && !r.contains("bob@x.io"),
+            "{r}"
+        );
+        assert!(r.contains("already exists"));
+        assert!(redact(&"x".repeat(10_000)).len() <= DETAIL_CHARS);
+    }
+}

@@ -1,0 +1,301 @@
+//! The router use case: an SQS batch in, a partial batch response out. Each record is parsed on
+//! its own, routed by the rules, and delivered to each destination at most once per the ledger.
+
+pub mod ledger;
+pub mod retry;
+pub mod rules;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::{Instrument, error, info, warn};
+
+use crate::destinations::Destinations;
+use crate::envelope::Envelope;
+use ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
+use retry::{Attempt, Next, RetryPolicy, classify};
+use rules::{DestinationName, RoutingRule, route};
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub rules: Vec<RoutingRule>,
+    /// Records in flight at once (`ROUTER_CONCURRENCY`).
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// Longest single request to a destination.
+    pub request_timeout: Duration,
+    /// How long the ledger remembers a delivery (seconds).
+    pub delivery_ttl_seconds: i64,
+}
+
+pub struct Router<L, D> {
+    pub settings: RouterSettings,
+    pub ledger: L,
+    pub destinations: D,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A failed record cannot be named in a partial response: fail the whole batch instead, so
+    /// nothing is lost (the ledger keeps delivered destinations from being sent twice).
+    #[error("a failed record has no message id; failing the whole batch")]
+    UnnamedFailure,
+}
+
+/// Shortest useful time for one more request.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(200);
+
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn message_group(m: &SqsMessage) -> Option<&str> {
+    m.attributes.get("MessageGroupId").map(String::as_str)
+}
+
+impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
+    /// Handles one batch. `deadline` is the Lambda's (or a local stand-in).
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+    ) -> Result<SqsBatchResponse, RouterError> {
+        let records = event.records;
+        let total = records.len();
+        let fifo = records.iter().any(|r| message_group(r).is_some());
+        let failed: Vec<Option<String>> = if fifo {
+            self.handle_fifo(records, deadline).await
+        } else {
+            futures::stream::iter(records)
+                .map(|r| async move {
+                    let ok = self.record(&r, deadline).await.is_ok();
+                    (!ok).then_some(r.message_id)
+                })
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .filter_map(|f| async move { f })
+                .collect()
+                .await
+        };
+        let mut response = SqsBatchResponse::default();
+        for id in failed {
+            match id.filter(|i| !i.is_empty()) {
+                Some(i) => {
+                    let mut f = BatchItemFailure::default();
+                    f.item_identifier = i;
+                    response.batch_item_failures.push(f);
+                }
+                None => return Err(RouterError::UnnamedFailure),
+            }
+        }
+        info!(
+            records = total,
+            failed = response.batch_item_failures.len(),
+            "batch done"
+        );
+        Ok(response)
+    }
+
+    /// FIFO: groups run concurrently, each in order; after a failure the rest of its group is
+    /// reported failed unprocessed, so SQS keeps the order.
+    async fn handle_fifo(
+        &self,
+        records: Vec<SqsMessage>,
+        deadline: SystemTime,
+    ) -> Vec<Option<String>> {
+        let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
+        for r in records {
+            let g = message_group(&r).unwrap_or_default().to_string();
+            match groups.iter_mut().find(|(name, _)| *name == g) {
+                Some((_, v)) => v.push(r),
+                None => groups.push((g, vec![r])),
+            }
+        }
+        futures::stream::iter(groups)
+            .map(|(_, group)| async move {
+                let mut failed = Vec::new();
+                let mut blocked = false;
+                for r in group {
+                    if blocked || self.record(&r, deadline).await.is_err() {
+                        blocked = true;
+                        failed.push(r.message_id);
+                    }
+                }
+                failed
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
+    }
+
+    /// One record: parse, route, deliver. `Err` means it must be retried.
+    async fn record(&self, r: &SqsMessage, deadline: SystemTime) -> Result<(), ()> {
+        let message_id = r.message_id.clone().unwrap_or_default();
+        let span =
+            tracing::info_span!("record", message_id = %message_id, id = tracing::field::Empty);
+        async {
+            let envelope = match r.body.as_deref().map(Envelope::parse) {
+                Some(Ok(e)) => e,
+                Some(Err(e)) => {
+                    warn!(error = %e, "malformed record: it fails alone");
+                    return Err(());
+                }
+                None => {
+                    warn!("record has no body: it fails alone");
+                    return Err(());
+                }
+            };
+            tracing::Span::current().record("id", envelope.id.as_str());
+            let wanted = route(
+                &self.settings.rules,
+                &envelope.lead,
+                envelope.source.as_deref(),
+            );
+            let mut targets = Vec::new();
+            for d in wanted {
+                if self.destinations.configured(d) {
+                    targets.push(d);
+                } else {
+                    info!(destination = %d, "destination not configured: skipped");
+                }
+            }
+            if targets.is_empty() {
+                info!("no configured destination for this lead: skipped");
+                return Ok(());
+            }
+            let results = futures::future::join_all(
+                targets
+                    .iter()
+                    .map(|d| self.deliver_once(&envelope, *d, deadline)),
+            )
+            .await;
+            if results.iter().all(Result::is_ok) {
+                Ok(())
+            } else {
+                Err(())
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Claims the (lead, destination) pair in the ledger, delivers with retries, records it.
+    async fn deliver_once(
+        &self,
+        env: &Envelope,
+        dest: DestinationName,
+        deadline: SystemTime,
+    ) -> Result<(), ()> {
+        let now = SystemTime::now();
+        let claim = DeliveryClaim {
+            id: env.id.clone(),
+            destination: dest,
+            // Past the deadline this invocation is gone, and another may take over.
+            lock_until_ms: epoch_ms(deadline) + 1_000,
+            now_ms: epoch_ms(now),
+            expires_at: epoch_ms(now) / 1000 + self.settings.delivery_ttl_seconds,
+        };
+        match self.ledger.claim(&claim).await {
+            Ok(ClaimOutcome::Claimed) => {}
+            Ok(ClaimOutcome::AlreadyDelivered) => {
+                info!(destination = %dest, "already delivered: skipped");
+                return Ok(());
+            }
+            Ok(ClaimOutcome::Busy) => {
+                info!(destination = %dest, "another invocation is delivering: retry later");
+                return Err(());
+            }
+            Err(e) => {
+                warn!(destination = %dest, error = %e, "ledger unavailable");
+                return Err(());
+            }
+        }
+        match self.attempts(env, dest, deadline).await {
+            Ok(()) => {
+                if let Err(e) = self.ledger.delivered(&claim).await {
+                    // Delivered all the same; the lock expires and a redelivery could resend.
+                    error!(destination = %dest, error = %e, "delivered but not recorded");
+                }
+                info!(destination = %dest, "delivered");
+                Ok(())
+            }
+            Err(()) => {
+                if let Err(e) = self.ledger.release(&claim).await {
+                    warn!(destination = %dest, error = %e, "could not release the claim; it expires on its own");
+                }
+                Err(())
+            }
+        }
+    }
+
+    async fn attempts(
+        &self,
+        env: &Envelope,
+        dest: DestinationName,
+        deadline: SystemTime,
+    ) -> Result<(), ()> {
+        let policy = &self.settings.retry;
+        let mut attempt_no = 0;
+        loop {
+            attempt_no += 1;
+            let left = deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(policy.safety_margin);
+            if left < MIN_ATTEMPT_TIME {
+                warn!(destination = %dest, "no time left for another attempt");
+                return Err(());
+            }
+            let timeout = self.settings.request_timeout.min(left);
+            let attempt = self.destinations.deliver(dest, env, timeout).await;
+            let now = SystemTime::now();
+            let class = classify(&attempt, now);
+            if class == retry::Class::Success {
+                return Ok(());
+            }
+            let next = policy.next(
+                attempt_no,
+                &class,
+                fastrand::f64(),
+                now,
+                deadline,
+                MIN_ATTEMPT_TIME,
+            );
+            log_failure(dest, attempt_no, &attempt, &class, &next);
+            match next {
+                Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
+                Next::GiveUp(_) => return Err(()),
+            }
+        }
+    }
+}
+
+fn log_failure(
+    dest: DestinationName,
+    attempt_no: u32,
+    attempt: &Attempt,
+    class: &retry::Class,
+    next: &Next,
+) {
+    let class_name = match class {
+        retry::Class::Permanent => "permanent",
+        _ => "transient",
+    };
+    let next_text = match next {
+        Next::RetryAfter(d) => format!("retry in {} ms", d.as_millis()),
+        Next::GiveUp(why) => format!("giving up: {why}"),
+    };
+    match attempt {
+        Attempt::Status { status, detail, .. } => warn!(
+            destination = %dest, attempt = attempt_no, status = *status, class = class_name,
+            answer = %detail, next = %next_text, "delivery failed"
+        ),
+        Attempt::Transport { kind, detail } => warn!(
+            destination = %dest, attempt = attempt_no, transport = ?kind, class = class_name,
+            error = %detail, next = %next_text, "delivery failed"
+        ),
+        Attempt::Delivered => {}
+    }
+}
