@@ -1,0 +1,606 @@
+//! The router against moto_server (the delivery ledger) and real local HTTP servers (wiremock).
+
+mod support;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use clayhook::auth::{self, Secrets};
+use clayhook::destinations::hubspot::{DEFAULT_UPSERT_PATH, HubSpot};
+use clayhook::destinations::slack::Slack;
+use clayhook::destinations::webhook::{SigningKey, Webhook};
+use clayhook::destinations::{Crm, DestinationSettings, HttpDestinations};
+use clayhook::envelope::Envelope;
+use clayhook::lead::Lead;
+use clayhook::router::ledger::DynamoDbDeliveryLedger;
+use clayhook::router::retry::RetryPolicy;
+use clayhook::router::rules::default_rules;
+use clayhook::router::{Router, RouterError, RouterSettings};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::Aws;
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+type R = Router<DynamoDbDeliveryLedger, HttpDestinations>;
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn settings() -> RouterSettings {
+    RouterSettings {
+        rules: default_rules(),
+        concurrency: 10,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(50),
+            safety_margin: Duration::from_millis(200),
+        },
+        request_timeout: Duration::from_secs(2),
+        delivery_ttl_seconds: 3600,
+    }
+}
+
+fn router(aws: &Aws, d: DestinationSettings) -> R {
+    Router {
+        settings: settings(),
+        ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
+        destinations: HttpDestinations::new(d, Duration::from_millis(500)).unwrap(),
+    }
+}
+
+/// All five destinations, each on its own path of one local server.
+fn all_webhooks(server: &MockServer) -> DestinationSettings {
+    let url = |p: &str| format!("{}/{p}", server.uri());
+    DestinationSettings {
+        crm: Some(Crm::Webhook(Webhook::new(url("crm"), None))),
+        outreach: Some(Webhook::new(url("outreach"), None)),
+        nurture: Some(Webhook::new(url("nurture"), None)),
+        slack: Some(Slack::new(url("slack"))),
+        zapier: Some(Webhook::new(url("zapier"), None)),
+    }
+}
+
+fn envelope(id: &str, body: &str, source: Option<&str>) -> Envelope {
+    let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
+    Envelope::new(
+        id.into(),
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        source.map(str::to_string),
+        lead,
+    )
+}
+
+fn record(message_id: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(message_id.into());
+    m.body = Some(body.into());
+    m
+}
+
+fn event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut e = SqsEvent::default();
+    e.records = records;
+    e
+}
+
+fn soon(secs: u64) -> SystemTime {
+    SystemTime::now() + Duration::from_secs(secs)
+}
+
+async fn failures(r: &R, records: Vec<SqsMessage>, deadline: SystemTime) -> Vec<String> {
+    let mut ids: Vec<String> = r
+        .handle(event(records), deadline)
+        .await
+        .unwrap()
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn ok(server: &MockServer, p: &str) {
+    Mock::given(method("POST"))
+        .and(path(format!("/{p}")))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(server)
+        .await;
+}
+
+async fn requests_to(server: &MockServer, p: &str) -> Vec<Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path() == format!("/{p}"))
+        .collect()
+}
+
+const HOT: &str = r#"{"email":"jane@acme.com","first_name":"Jane","last_name":"Doe","job_title":"VP Sales","company":"Acme","icp_score":95,"Row ID":"r1"}"#;
+
+#[tokio::test]
+async fn webhooks_get_the_lead_json_with_an_idempotency_key() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    for p in ["crm", "outreach", "nurture", "slack", "zapier"] {
+        ok(&server, p).await;
+    }
+    let r = router(&aws, all_webhooks(&server));
+    let env = envelope("lead1", HOT, Some("tbl"));
+    let fails = failures(&r, vec![record("m1", &env.to_json())], soon(30)).await;
+    assert!(fails.is_empty());
+    for p in ["crm", "outreach", "zapier"] {
+        let reqs = requests_to(&server, p).await;
+        assert_eq!(reqs.len(), 1, "{p}");
+        let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+        assert_eq!(
+            body,
+            json!({"event_id":"lead1","source":"tbl","lead":{
+                "email":"jane@acme.com","first_name":"Jane","last_name":"Doe","company_name":"Acme",
+                "job_title":"VP Sales","icp_score":95.0,"extra":{"Row ID":"r1"}}})
+        );
+        assert_eq!(
+            reqs[0].headers["idempotency-key"],
+            format!("lead1:{p}").as_str()
+        );
+        assert_eq!(reqs[0].headers["content-type"], "application/json");
+        assert!(!reqs[0].headers.contains_key("webhook-signature"));
+    }
+    let slack = requests_to(&server, "slack").await;
+    assert_eq!(slack.len(), 1);
+    let body: Value = serde_json::from_slice(&slack[0].body).unwrap();
+    assert_eq!(
+        body["text"],
+        "New lead: Jane Doe, VP Sales at Acme (ICP 95)"
+    );
+    assert!(body["blocks"].is_array());
+    assert!(
+        requests_to(&server, "nurture").await.is_empty(),
+        "95 is not nurture"
+    );
+}
+
+#[tokio::test]
+async fn signed_webhooks_verify_with_standard_webhooks() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    ok(&server, "zapier").await;
+    let key = SigningKey::parse(WHSEC).unwrap();
+    let d = DestinationSettings {
+        zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), Some(key))),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let env = envelope("lead2", HOT, None);
+    assert!(
+        failures(&r, vec![record("m1", &env.to_json())], soon(30))
+            .await
+            .is_empty()
+    );
+    let reqs = requests_to(&server, "zapier").await;
+    assert_eq!(reqs[0].headers["webhook-id"], "lead2:zapier");
+    let mut headers = lambda_http::http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(
+            name,
+            reqs[0].headers[name].to_str().unwrap().parse().unwrap(),
+        );
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let secrets = Secrets::parse(WHSEC).unwrap();
+    assert_eq!(
+        auth::verify(&headers, &reqs[0].body, &secrets, now, 300),
+        Ok(auth::Scheme::StandardWebhooks)
+    );
+}
+
+#[tokio::test]
+async fn hubspot_gets_a_batch_upsert_by_email_with_the_bearer_token() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(DEFAULT_UPSERT_PATH))
+        .and(header("authorization", "Bearer pat-na1-test"))
+        .and(body_json(
+            json!({"inputs":[{"idProperty":"email","id":"jane@acme.com",
+            "properties":{"email":"jane@acme.com","firstname":"Jane","lastname":"Doe",
+                "company":"Acme","jobtitle":"VP Sales"},
+            "objectWriteTraceId":"lead3"}]}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"status":"COMPLETE","results":[{"id":"101","new":true}]})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let d = DestinationSettings {
+        crm: Some(Crm::HubSpot(HubSpot::new(
+            &server.uri(),
+            DEFAULT_UPSERT_PATH,
+            "pat-na1-test",
+            None,
+        ))),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let env = envelope("lead3", HOT, None);
+    assert!(
+        failures(&r, vec![record("m1", &env.to_json())], soon(30))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn hubspot_partial_failure_fails_the_record_and_409_is_retried_at_once() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    let d = DestinationSettings {
+        crm: Some(Crm::HubSpot(HubSpot::new(
+            &server.uri(),
+            DEFAULT_UPSERT_PATH,
+            "t",
+            None,
+        ))),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    // 207 with a validation error: permanent, one request only.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(207).set_body_json(json!({"numErrors":1,
+            "errors":[{"status":"error","category":"VALIDATION_ERROR","message":"bad jane@acme.com"}]})))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    let env = envelope("lead4", HOT, None);
+    let fails = failures(&r, vec![record("m1", &env.to_json())], soon(30)).await;
+    assert_eq!(fails, vec!["m1"]);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    // Next receive: 409 (a concurrent create), then 200.
+    server.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(
+            json!({"status":"error","category":"CONFLICT","message":"Contact already exists"}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results":[{}]})))
+        .mount(&server)
+        .await;
+    assert!(
+        failures(&r, vec![record("m1", &env.to_json())], soon(30))
+            .await
+            .is_empty()
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_500_fails_the_record_and_the_redelivery_reaches_only_that_destination() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    ok(&server, "crm").await;
+    ok(&server, "zapier").await;
+    Mock::given(method("POST"))
+        .and(path("/outreach"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    let r = router(&aws, all_webhooks(&server));
+    let env = envelope("lead5", r#"{"email":"a@b.co","icp_score":85}"#, None);
+    let rec = || record("m5", &env.to_json());
+    assert_eq!(failures(&r, vec![rec()], soon(30)).await, vec!["m5"]);
+    assert_eq!(requests_to(&server, "crm").await.len(), 1);
+    assert_eq!(requests_to(&server, "zapier").await.len(), 1);
+    assert_eq!(
+        requests_to(&server, "outreach").await.len(),
+        3,
+        "retried inside the invocation up to max_attempts"
+    );
+    // The outreach tool recovers; SQS redelivers the message.
+    server.reset().await;
+    ok(&server, "crm").await;
+    ok(&server, "outreach").await;
+    ok(&server, "zapier").await;
+    assert!(failures(&r, vec![rec()], soon(30)).await.is_empty());
+    assert!(
+        requests_to(&server, "crm").await.is_empty(),
+        "crm not sent twice"
+    );
+    assert!(
+        requests_to(&server, "zapier").await.is_empty(),
+        "zapier not sent twice"
+    );
+    assert_eq!(requests_to(&server, "outreach").await.len(), 1);
+    // A third receive sends nothing at all.
+    assert!(failures(&r, vec![rec()], soon(30)).await.is_empty());
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_waited_out_within_the_invocation() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/zapier"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    ok(&server, "zapier").await;
+    let d = DestinationSettings {
+        zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let env = envelope("lead6", r#"{"email":"a@b.co"}"#, None);
+    let start = Instant::now();
+    assert!(
+        failures(&r, vec![record("m6", &env.to_json())], soon(30))
+            .await
+            .is_empty()
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    assert_eq!(requests_to(&server, "zapier").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_wait_longer_than_the_time_left_fails_the_record_instead_of_sleeping() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "120"))
+        .mount(&server)
+        .await;
+    let d = DestinationSettings {
+        zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let env = envelope("lead7", r#"{"email":"a@b.co"}"#, None);
+    let start = Instant::now();
+    assert_eq!(
+        failures(&r, vec![record("m7", &env.to_json())], soon(5)).await,
+        vec!["m7"]
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_permanent_4xx_is_not_retried_and_fails_the_record() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("no_service"))
+        .mount(&server)
+        .await;
+    let r = router(&aws, all_webhooks(&server));
+    let env = envelope("lead8", r#"{"email":"a@b.co","icp_score":10}"#, None);
+    assert_eq!(
+        failures(&r, vec![record("m8", &env.to_json())], soon(30)).await,
+        vec!["m8"]
+    );
+    assert_eq!(requests_to(&server, "zapier").await.len(), 1);
+    // The claim was released: a later receive tries again (and still fails, still once).
+    assert_eq!(
+        failures(&r, vec![record("m8", &env.to_json())], soon(30)).await,
+        vec!["m8"]
+    );
+    assert_eq!(requests_to(&server, "zapier").await.len(), 2);
+}
+
+#[tokio::test]
+async fn connection_refused_and_timeouts_are_retried_then_fail() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let d = DestinationSettings {
+        zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
+        nurture: Some(Webhook::new(support::dead_endpoint(), None)),
+        ..Default::default()
+    };
+    let mut r = router(&aws, d);
+    r.settings.request_timeout = Duration::from_millis(300);
+    let env = envelope("lead9", r#"{"email":"a@b.co","icp_score":60}"#, None);
+    let start = Instant::now();
+    assert_eq!(
+        failures(&r, vec![record("m9", &env.to_json())], soon(30)).await,
+        vec!["m9"]
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "bounded by the request timeout"
+    );
+    assert_eq!(requests_to(&server, "zapier").await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_malformed_record_fails_only_itself() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    ok(&server, "zapier").await;
+    let d = DestinationSettings {
+        zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let good = envelope("lead10", r#"{"email":"a@b.co"}"#, None).to_json();
+    let records = vec![
+        record("bad-json", "{not json"),
+        record("good", &good),
+        record(
+            "bad-version",
+            r#"{"version":9,"id":"x","received_at":"","source":null,"lead":{}}"#,
+        ),
+        {
+            let mut m = SqsMessage::default();
+            m.message_id = Some("no-body".into());
+            m
+        },
+    ];
+    assert_eq!(
+        failures(&r, records, soon(30)).await,
+        vec!["bad-json", "bad-version", "no-body"]
+    );
+    assert_eq!(requests_to(&server, "zapier").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_record_without_a_message_id_fails_the_whole_batch() {
+    let aws = Aws::fresh().await;
+    let r = router(&aws, DestinationSettings::default());
+    let mut m = SqsMessage::default();
+    m.body = Some("junk".into());
+    let result = r.handle(event(vec![m]), soon(30)).await;
+    assert!(matches!(result, Err(RouterError::UnnamedFailure)));
+}
+
+#[tokio::test]
+async fn the_same_message_delivered_twice_at_once_is_sent_once() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(500)))
+        .mount(&server)
+        .await;
+    let d = DestinationSettings {
+        zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let body = envelope("lead11", r#"{"email":"a@b.co"}"#, None).to_json();
+    let (a, b) = tokio::join!(
+        failures(&r, vec![record("m11", &body)], soon(30)),
+        failures(&r, vec![record("m11", &body)], soon(30)),
+    );
+    assert_eq!(requests_to(&server, "zapier").await.len(), 1, "sent once");
+    assert_eq!(a.len() + b.len(), 1, "the loser retries later");
+    // Its retry finds the delivery recorded and sends nothing.
+    assert!(
+        failures(&r, vec![record("m11", &body)], soon(30))
+            .await
+            .is_empty()
+    );
+    assert_eq!(requests_to(&server, "zapier").await.len(), 1);
+}
+
+#[tokio::test]
+async fn leads_below_every_threshold_and_unconfigured_destinations_are_skipped() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    ok(&server, "slack").await;
+    // Only Slack is configured.
+    let d = DestinationSettings {
+        slack: Some(Slack::new(format!("{}/slack", server.uri()))),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let cold = envelope("cold", r#"{"email":"a@b.co","icp_score":"12"}"#, None).to_json();
+    let hot = envelope("hot", HOT, None).to_json();
+    let fails = failures(&r, vec![record("c", &cold), record("h", &hot)], soon(30)).await;
+    assert!(fails.is_empty(), "skips are not failures");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "only slack, only the hot one"
+    );
+}
+
+#[tokio::test]
+async fn fifo_groups_keep_their_order_after_a_failure() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_string_contains("\"first\""))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&server)
+        .await;
+    ok(&server, "zapier").await;
+    let d = DestinationSettings {
+        zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
+        ..Default::default()
+    };
+    let r = router(&aws, d);
+    let fifo = |id: &str, group: &str| {
+        let mut m = record(id, &envelope(id, r#"{"email":"a@b.co"}"#, None).to_json());
+        m.attributes.insert("MessageGroupId".into(), group.into());
+        m
+    };
+    let fails = failures(
+        &r,
+        vec![
+            fifo("first", "g1"),
+            fifo("second", "g1"),
+            fifo("other", "g2"),
+        ],
+        soon(30),
+    )
+    .await;
+    assert_eq!(fails, vec!["first", "second"]);
+    let sent: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(sent.contains(&"first".to_string()) && sent.contains(&"other".to_string()));
+    assert!(
+        !sent.contains(&"second".to_string()),
+        "not attempted out of order"
+    );
+}
+
+#[tokio::test]
+async fn ledger_items_are_written_per_destination() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    for p in ["crm", "outreach", "slack", "zapier"] {
+        ok(&server, p).await;
+    }
+    let r = router(&aws, all_webhooks(&server));
+    let env = envelope("lead12", HOT, None);
+    assert!(
+        failures(&r, vec![record("m", &env.to_json())], soon(30))
+            .await
+            .is_empty()
+    );
+    let mut pks: Vec<String> = aws
+        .items()
+        .await
+        .iter()
+        .filter(|i| i["status"].as_s().unwrap() == "DELIVERED")
+        .map(|i| i["pk"].as_s().unwrap().clone())
+        .collect();
+    pks.sort();
+    assert_eq!(
+        pks,
+        vec![
+            "delivery#lead12#crm",
+            "delivery#lead12#outreach",
+            "delivery#lead12#slack",
+            "delivery#lead12#zapier"
+        ]
+    );
+}
