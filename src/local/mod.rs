@@ -1,0 +1,285 @@
+//! `clayhook local`: the whole pipeline on one machine, no Docker, no AWS account.
+//! moto_server stands in for DynamoDB and SQS; a small HTTP server stands in for API Gateway;
+//! a poller stands in for the SQS event source mapping. The handlers are the Lambdas' own.
+
+pub mod http;
+pub mod poller;
+pub mod printing;
+
+use aws_config::Region;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Env, IngestConfig, RouterConfig};
+use crate::destinations::HttpDestinations;
+use crate::idempotency::dynamodb::DynamoDbIdempotencyStore;
+use crate::ingest::Ingest;
+use crate::queue::sqs::SqsLeadQueue;
+use crate::router::Router;
+use crate::router::ledger::DynamoDbDeliveryLedger;
+use printing::PrintingDestinations;
+
+pub const LOCAL_TABLE: &str = "clayhook-local";
+pub const LOCAL_QUEUE: &str = "clayhook-leads";
+pub const LOCAL_DLQ: &str = "clayhook-leads-dlq";
+/// Local redeliveries come back quickly so failures are visible.
+const LOCAL_VISIBILITY_SECONDS: i32 = 10;
+const LOCAL_MAX_RECEIVE_COUNT: &str = "5";
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub listen: SocketAddr,
+    pub moto_port: u16,
+    pub moto_server: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot start {path}: {source} (run `make venv`, or set MOTO_SERVER)")]
+    Moto {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("moto_server did not open port {0} in 30 s")]
+    MotoTimeout(u16),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("AWS (moto) set-up failed: {0}")]
+    Setup(String),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> LocalError {
+    LocalError::Setup(e.to_string())
+}
+
+/// Starts moto_server; it is killed when the returned child is dropped (and if we die).
+fn start_moto(opts: &LocalOptions) -> Result<tokio::process::Child, LocalError> {
+    let mut cmd = tokio::process::Command::new(&opts.moto_server);
+    cmd.args(["-H", "127.0.0.1", "-p", &opts.moto_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // If this process dies without unwinding (SIGKILL), take moto with it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| LocalError::Moto {
+        path: opts.moto_server.display().to_string(),
+        source,
+    })
+}
+
+async fn wait_for_port(port: u16) -> Result<(), LocalError> {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(LocalError::MotoTimeout(port));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The first static token of the secret list, for the printed `curl`.
+fn first_token(secrets: &str) -> Option<String> {
+    secrets
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty() && !s.starts_with("whsec_"))
+        .map(str::to_string)
+}
+
+/// Creates the table, the queue and its DLQ on moto. Returns (queue URL, queue ARN).
+pub async fn create_resources(
+    ddb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<(String, String), LocalError> {
+    let key = |name: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(KeyType::Hash)
+            .build()
+    };
+    let attr = AttributeDefinition::builder()
+        .attribute_name("pk")
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(setup)?;
+    ddb.create_table()
+        .table_name(LOCAL_TABLE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr)
+        .key_schema(key("pk").map_err(setup)?)
+        .send()
+        .await
+        .map_err(|e| setup(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(LOCAL_DLQ)
+        .send()
+        .await
+        .map_err(|e| setup(aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
+    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": LOCAL_MAX_RECEIVE_COUNT});
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(LOCAL_QUEUE)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            LOCAL_VISIBILITY_SECONDS.to_string(),
+        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await
+        .map_err(|e| setup(aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .queue_url
+        .unwrap_or_default();
+    let queue_arn = queue_arn(sqs, &queue_url).await?;
+    Ok((queue_url, queue_arn))
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, LocalError> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| setup(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    Ok(out
+        .attributes
+        .unwrap_or_default()
+        .get(&QueueAttributeName::QueueArn)
+        .cloned()
+        .unwrap_or_default())
+}
+
+pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
+    let _moto = start_moto(&opts)?;
+    wait_for_port(opts.moto_port).await?;
+    let endpoint = format!("http://127.0.0.1:{}", opts.moto_port);
+    let sdk = crate::aws::loader()
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "local",
+        ))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (queue_url, queue_arn) = create_resources(&ddb, &sqs).await?;
+
+    // The user's environment, with the local resources (and a token if none is set) on top.
+    let secrets = std::env::var("CLAY_WEBHOOK_SECRETS")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| format!("local-{:016x}", fastrand::u64(..)));
+    let overrides: HashMap<&str, String> = HashMap::from([
+        ("CLAY_WEBHOOK_SECRETS", secrets.clone()),
+        ("IDEMPOTENCY_TABLE", LOCAL_TABLE.to_string()),
+        ("LEAD_QUEUE_URL", queue_url.clone()),
+    ]);
+    let env = Env(move |k: &str| overrides.get(k).cloned().or_else(|| std::env::var(k).ok()));
+    let ingest_config = IngestConfig::read(&env)?;
+    let router_config = RouterConfig::read(&env)?;
+
+    let ingest = Arc::new(Ingest {
+        settings: ingest_config.settings,
+        store: DynamoDbIdempotencyStore::new(ddb.clone(), LOCAL_TABLE),
+        queue: SqsLeadQueue::new(sqs.clone(), &queue_url),
+    });
+    let router = Router {
+        settings: router_config.settings,
+        ledger: DynamoDbDeliveryLedger::new(ddb.clone(), LOCAL_TABLE),
+        destinations: PrintingDestinations {
+            inner: HttpDestinations::new(
+                router_config.destinations,
+                router_config.connect_timeout,
+            )?,
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| LocalError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let server = tokio::spawn(http::serve(listener, ingest));
+
+    let url = format!("http://{}/api/clay/enriched", opts.listen);
+    println!("clayhook local pipeline is up");
+    println!("  ingest      POST {url}  (and {url}/<source>)");
+    println!("  DynamoDB    {endpoint}  table {LOCAL_TABLE}");
+    println!("  SQS         {queue_url}  (DLQ {LOCAL_DLQ})");
+    println!(
+        "  router      polling the queue; unconfigured destinations print what they would receive"
+    );
+    match first_token(&secrets) {
+        Some(token) => {
+            println!("\nTry it (local token, not a real secret):\n");
+            println!("curl -i -X POST {url} \\");
+            println!("  -H 'Content-Type: application/json' \\");
+            println!("  -H 'X-Clay-Signature: {token}' \\");
+            println!(
+                "  -d '{{\"Work Email\":\"jane@example.com\",\"First Name\":\"Jane\",\"Company\":\"Acme\",\"Job Title\":\"VP Sales\",\"ICP Score\":\"92\"}}'"
+            );
+        }
+        None => println!(
+            "\nCLAY_WEBHOOK_SECRETS holds only whsec_ secrets: sign requests the Standard Webhooks way."
+        ),
+    }
+    println!("\nCtrl-C stops everything.");
+
+    let poller = Poller {
+        sqs: &sqs,
+        queue_url: &queue_url,
+        queue_arn: &queue_arn,
+        router: &router,
+        invocation_time: Duration::from_secs(LOCAL_VISIBILITY_SECONDS as u64 - 1),
+    };
+    let poll_loop = async {
+        loop {
+            if let Err(e) = poller.poll_once(Duration::from_secs(1)).await {
+                eprintln!(
+                    "poll failed: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(setup)?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("\nstopping"),
+        _ = term.recv() => println!("\nstopping"),
+        _ = poll_loop => {}
+    }
+    server.abort();
+    Ok(())
+}
+
+use poller::Poller;
