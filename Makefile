@@ -2,15 +2,22 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
 export SAM_CLI_TELEMETRY := 0
-export MOTO_SERVER := $(abspath $(VENV))/bin/moto_server
+export MOTO_SERVER := $(BIN)/moto_server
+# The Lambda Runtime Interface Emulator shipped inside the aws-sam-cli package.
+RIE = $(shell $(BIN)/python -c 'import samcli, os; print(os.path.join(os.path.dirname(samcli.__file__), "local/rapid/aws-lambda-rie-x86_64"))' 2>/dev/null)
+# Tests run the built functions here, on x86_64; deployments default to arm64.
+TEST_ARCH ?= x86_64
 
-.PHONY: test venv fmt-check clippy unit clean
+.PHONY: test venv fmt-check clippy unit validate sam-build e2e local clean
 
-## Python tools (moto_server, ...) pinned in requirements-dev.txt, in a project-local venv.
+## Python tools (moto_server, sam, cargo-lambda, zig) pinned in requirements-dev.txt, in a
+## project-local venv.
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -25,7 +32,23 @@ clippy:
 unit: venv
 	cargo test --all-targets
 
-test: fmt-check clippy unit
+validate: venv
+	sam validate --lint
+
+## One release build of both functions, shared by `sam build` and the end-to-end test.
+sam-build: venv
+	sam build --parameter-overrides Architecture=$(TEST_ARCH)
+
+## The built bootstrap files under aws-lambda-rie against moto_server (needs sam-build).
+e2e: venv
+	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) \
+	  cargo test --test end_to_end -- --include-ignored --nocapture
+
+test: fmt-check clippy unit validate sam-build e2e
+
+## The whole pipeline on this machine: ingest on :3000, moto_server, the router on the queue.
+local: venv
+	cargo run --quiet --bin clayhook -- local
 
 clean:
 	cargo clean

@@ -1,0 +1,240 @@
+//! `sam local invoke`, minus Docker: the `bootstrap` files `sam build` made run under the AWS
+//! Lambda Runtime Interface Emulator against moto_server; every file in `events/` is invoked and
+//! its answer checked; the messages ingest queued go to the router, whose deliveries reach a
+//! local HTTP server.
+//!
+//! Needs `sam build` first, so it is `#[ignore]`d in plain `cargo test`; `make e2e` runs it
+//! with CLAYHOOK_BUILD_DIR and AWS_LAMBDA_RIE set.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{Aws, free_port, moto_url, wait_for_port};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn required_env(name: &str) -> PathBuf {
+    let v = std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run this test through `make e2e`"));
+    PathBuf::from(v)
+}
+
+/// One function under the emulator, killed on drop.
+struct Emulated {
+    child: Child,
+    invoke_url: String,
+    log: PathBuf,
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn emulate(name: &str, bootstrap: &Path, env: &HashMap<String, String>) -> Emulated {
+    let rie = required_env("AWS_LAMBDA_RIE");
+    assert!(
+        bootstrap.exists(),
+        "{} is missing: run `sam build`",
+        bootstrap.display()
+    );
+    let port = free_port();
+    let api_port = free_port();
+    let log_dir = manifest().join("target/e2e-logs");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let log = log_dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(rie)
+        .arg("--runtime-interface-emulator-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--runtime-api-address")
+        .arg(format!("127.0.0.1:{api_port}"))
+        .arg(bootstrap)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_FUNCTION_TIMEOUT", "30")
+        .envs(env)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("start aws-lambda-rie");
+    wait_for_port(port, Duration::from_secs(20));
+    Emulated {
+        child,
+        invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"),
+        log,
+    }
+}
+
+async fn invoke(f: &Emulated, event: &Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(&f.invoke_url)
+        .body(event.to_string())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("invoke");
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("invocation answer is not JSON: {text}"))
+}
+
+fn event_file(name: &str) -> Value {
+    let path = manifest().join("events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A function's variables from events/env.json, pointed at this test's resources.
+fn function_env(function: &str, overrides: &[(&str, String)]) -> HashMap<String, String> {
+    let all = event_file("env.json");
+    let mut env: HashMap<String, String> = all[function]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.clone());
+    }
+    env
+}
+
+fn status_and_body(answer: &Value) -> (u64, Value) {
+    let status = answer["statusCode"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{answer}"));
+    let body = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    (status, body)
+}
+
+#[tokio::test]
+#[ignore = "needs `sam build`; run with `make e2e`"]
+async fn sam_built_functions_under_the_lambda_emulator() {
+    let build = required_env("CLAYHOOK_BUILD_DIR");
+    let aws = Aws::fresh().await;
+    let downstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&downstream)
+        .await;
+
+    let ingest_env = function_env(
+        "IngestFunction",
+        &[
+            ("IDEMPOTENCY_TABLE", aws.table.clone()),
+            ("LEAD_QUEUE_URL", aws.queue_url.clone()),
+            ("AWS_ENDPOINT_URL", moto_url().to_string()),
+        ],
+    );
+    let mut router_overrides = vec![
+        ("IDEMPOTENCY_TABLE", aws.table.clone()),
+        ("AWS_ENDPOINT_URL", moto_url().to_string()),
+    ];
+    for (var, p) in [
+        ("CRM_WEBHOOK_URL", "crm"),
+        ("OUTREACH_WEBHOOK_URL", "outreach"),
+        ("NURTURE_WEBHOOK_URL", "nurture"),
+        ("SLACK_WEBHOOK_URL", "slack"),
+        ("ZAPIER_WEBHOOK_URL", "zapier"),
+    ] {
+        router_overrides.push((var, format!("{}/{p}", downstream.uri())));
+    }
+    let router_env = function_env("RouterFunction", &router_overrides);
+    let ingest = emulate(
+        "ingest",
+        &build.join("IngestFunction/bootstrap"),
+        &ingest_env,
+    );
+    let router = emulate(
+        "router",
+        &build.join("RouterFunction/bootstrap"),
+        &router_env,
+    );
+
+    // Every ingest event, with the answer it must get.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let cases = [
+        ("ingest-static-token.json", 202),
+        ("ingest-hmac.json", 202),
+        ("ingest-standard-webhooks.json", 202),
+        ("ingest-bad-token.json", 401),
+        ("ingest-not-json.json", 400),
+    ];
+    for (file, want) in cases {
+        let mut event = event_file(file);
+        if file.contains("standard-webhooks") {
+            let text = clayhook::events::resign_standard_webhooks(
+                &event.to_string(),
+                &ingest_env["CLAY_WEBHOOK_SECRETS"],
+                now,
+            )
+            .unwrap();
+            event = serde_json::from_str(&text).unwrap();
+        }
+        let (status, body) = status_and_body(&invoke(&ingest, &event).await);
+        assert_eq!(status, want, "{file}: {body}");
+        if want == 202 {
+            assert_eq!(body["status"], "accepted");
+        } else {
+            assert!(body["error"]["code"].is_string(), "{file}: {body}");
+        }
+    }
+    // Clay retries: the same callback again is a duplicate.
+    let (status, body) =
+        status_and_body(&invoke(&ingest, &event_file("ingest-static-token.json")).await);
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+
+    // What ingest queued goes to the router, as the event source mapping would hand it over.
+    let messages = aws.drain(3, Duration::from_secs(5)).await;
+    assert_eq!(messages.len(), 3, "one message per accepted callback");
+    let arn = "arn:aws:sqs:us-east-1:123456789012:e2e";
+    let event = clayhook::local::poller::event_from_messages(&messages, arn, "us-east-1");
+    let answer = invoke(&router, &serde_json::to_value(&event).unwrap()).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}), "{answer}");
+    let count = |reqs: &[wiremock::Request], p: &str| {
+        reqs.iter()
+            .filter(|r| r.url.path() == format!("/{p}"))
+            .count()
+    };
+    let reqs = downstream.received_requests().await.unwrap();
+    // 92 with email: crm, outreach, slack, zapier; 64: nurture, zapier; 85 with email: crm,
+    // outreach, zapier.
+    assert_eq!(count(&reqs, "crm"), 2);
+    assert_eq!(count(&reqs, "outreach"), 2);
+    assert_eq!(count(&reqs, "nurture"), 1);
+    assert_eq!(count(&reqs, "slack"), 1);
+    assert_eq!(count(&reqs, "zapier"), 3);
+
+    // The sample SQS batch: two good records and a malformed one, which alone is reported.
+    let batch = event_file("router-sqs-batch.json");
+    let answer = invoke(&router, &batch).await;
+    let bad = batch["Records"][2]["messageId"].clone();
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": bad}]})
+    );
+    let reqs = downstream.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 9 + 6);
+
+    // The emulator saw a real cold start and per-invocation reports.
+    let log_path = ingest.log.clone();
+    drop(ingest);
+    drop(router);
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("INIT REPORT") || log.contains("REPORT"),
+        "{log}"
+    );
+}
