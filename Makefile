@@ -34,6 +34,7 @@ unit: venv
 
 validate: venv
 	sam validate --lint
+	$(BIN)/python scripts/check_template.py template.yaml
 
 ## One release build of both functions, shared by `sam build` and the end-to-end test.
 sam-build: venv

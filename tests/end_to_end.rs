@@ -34,10 +34,20 @@ struct Emulated {
     log: PathBuf,
 }
 
+impl Emulated {
+    /// SIGKILL to the emulator and the function process: a Lambda dying mid-invocation.
+    fn kill(&mut self) {
+        let pgid = self.child.id() as i32;
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Emulated {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -54,6 +64,7 @@ fn emulate(name: &str, bootstrap: &Path, env: &HashMap<String, String>) -> Emula
     std::fs::create_dir_all(&log_dir).unwrap();
     let log = log_dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).unwrap();
+    use std::os::unix::process::CommandExt;
     let child = Command::new(rie)
         .arg("--runtime-interface-emulator-address")
         .arg(format!("127.0.0.1:{port}"))
@@ -66,6 +77,7 @@ fn emulate(name: &str, bootstrap: &Path, env: &HashMap<String, String>) -> Emula
         .envs(env)
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
+        .process_group(0)
         .spawn()
         .expect("start aws-lambda-rie");
     wait_for_port(port, Duration::from_secs(20));
@@ -229,12 +241,105 @@ async fn sam_built_functions_under_the_lambda_emulator() {
     assert_eq!(reqs.len(), 9 + 6);
 
     // The emulator saw a real cold start and per-invocation reports.
-    let log_path = ingest.log.clone();
+    let logs = [ingest.log.clone(), router.log.clone()];
     drop(ingest);
     drop(router);
-    let log = std::fs::read_to_string(log_path).unwrap();
-    assert!(
-        log.contains("INIT REPORT") || log.contains("REPORT"),
-        "{log}"
+    let ingest_log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(ingest_log.contains("INIT REPORT"), "{ingest_log}");
+    // Log hygiene: no secret, token or email address from the events reaches a log line.
+    let mut forbidden: Vec<String> = ingest_env["CLAY_WEBHOOK_SECRETS"]
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    forbidden.extend(
+        [
+            "jane.doe@acme-example.com",
+            "sam.lee@globex-example.com",
+            "ana.ruiz@initech-example.com",
+        ]
+        .map(String::from),
     );
+    for path in &logs {
+        let text = std::fs::read_to_string(path).unwrap();
+        for f in &forbidden {
+            assert!(!text.contains(f.as_str()), "{} leaks {f:?}", path.display());
+        }
+    }
+}
+
+/// The ingest process dies between the conditional write and the send: Clay's retry answers
+/// 409 while the claim's lock holds, and after the lock (the dead invocation's deadline) the
+/// retry takes over and the lead is queued exactly once.
+#[tokio::test]
+#[ignore = "needs `sam build`; run with `make e2e`"]
+async fn ingest_killed_between_claim_and_send_is_queued_once_by_the_retry() {
+    let build = required_env("CLAYHOOK_BUILD_DIR");
+    let aws = Aws::fresh().await;
+    // SQS that accepts connections and never answers: the invocation hangs after the claim.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = format!("http://{}", black_hole.local_addr().unwrap());
+    let base = [
+        ("IDEMPOTENCY_TABLE", aws.table.clone()),
+        ("LEAD_QUEUE_URL", aws.queue_url.clone()),
+        ("AWS_ENDPOINT_URL", moto_url().to_string()),
+    ];
+    let mut hung = base.to_vec();
+    hung.push(("AWS_ENDPOINT_URL_SQS", hole));
+    hung.push(("AWS_LAMBDA_FUNCTION_TIMEOUT", "3".to_string()));
+    let bootstrap = build.join("IngestFunction/bootstrap");
+    let mut doomed = emulate(
+        "ingest-doomed",
+        &bootstrap,
+        &function_env("IngestFunction", &hung),
+    );
+    let event = event_file("ingest-static-token.json");
+    let url = doomed.invoke_url.clone();
+    let body = event.to_string();
+    let pending = tokio::spawn(async move {
+        let _ = reqwest::Client::new().post(url).body(body).send().await;
+    });
+    // Wait for the claim, then kill the function mid-invocation.
+    let start = std::time::Instant::now();
+    loop {
+        let items = aws.items().await;
+        if items
+            .iter()
+            .any(|i| i["status"].as_s().is_ok_and(|s| s == "IN_PROGRESS"))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no claim written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill();
+    pending.abort();
+    let claimed = std::time::Instant::now();
+
+    let healthy = emulate(
+        "ingest-retry",
+        &bootstrap,
+        &function_env("IngestFunction", &base),
+    );
+    let (status, body) = status_and_body(&invoke(&healthy, &event).await);
+    assert_eq!(
+        status, 409,
+        "the dead invocation's lock still holds: {body}"
+    );
+    assert_eq!(body["error"]["code"], "in_progress");
+    // The lock is the dead invocation's deadline (3 s after it started).
+    let lock = Duration::from_secs(3) + Duration::from_millis(500);
+    tokio::time::sleep(lock.saturating_sub(claimed.elapsed())).await;
+    let (status, body) = status_and_body(&invoke(&healthy, &event).await);
+    assert_eq!(status, 202, "{body}");
+    let (status, _) = status_and_body(&invoke(&healthy, &event).await);
+    assert_eq!(status, 200);
+    assert_eq!(
+        aws.drain(1, Duration::from_secs(2)).await.len(),
+        1,
+        "queued exactly once"
+    );
+    drop(black_hole);
 }

@@ -1,0 +1,67 @@
+"""Security checks on template.yaml that cfn-lint does not make.
+
+- No IAM statement allows a wildcard action ("*", "dynamodb:*", "sqs:Get*", ...).
+- Every parameter that carries a secret (a token, a secret, a hook URL) is NoEcho.
+- Ingest's body limit is wired and can never exceed what fits an SQS message, so the size check
+  (which runs before authentication) bounds every body.
+Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
+"""
+
+import re
+import sys
+
+from cfnlint.decode import cfn_yaml
+
+SECRET_PARAM = re.compile(r"(secret|token|password|webhookurl|key$)", re.IGNORECASE)
+NOT_SECRET = {"IdempotencyKey"}
+SQS_MAX = 262144
+
+
+def statements(resource):
+    props = resource.get("Properties", {})
+    for policy in props.get("Policies", []) or []:
+        if isinstance(policy, dict):
+            for s in policy.get("Statement", []) or []:
+                yield s
+    doc = props.get("PolicyDocument")
+    if isinstance(doc, dict):
+        yield from doc.get("Statement", []) or []
+
+
+def main(path):
+    t = cfn_yaml.load(path)
+    results = []
+
+    for name, res in t.get("Resources", {}).items():
+        for s in statements(res):
+            actions = s.get("Action", [])
+            actions = [actions] if isinstance(actions, str) else actions
+            bad = [a for a in actions if "*" in str(a)]
+            results.append((f"{name}: no wildcard actions", not bad, bad))
+            if s.get("NotAction"):
+                results.append((f"{name}: no NotAction", False, s.get("NotAction")))
+
+    for name, p in t.get("Parameters", {}).items():
+        if SECRET_PARAM.search(name) and name not in NOT_SECRET:
+            results.append((f"parameter {name} is NoEcho", p.get("NoEcho") in (True, "true"), None))
+
+    ingest = t["Resources"]["IngestFunction"]["Properties"]
+    limit = ingest["Environment"]["Variables"].get("MAX_BODY_BYTES")
+    wired = isinstance(limit, dict) and "Ref" in limit
+    results.append(("ingest MAX_BODY_BYTES comes from a parameter", wired, limit))
+    if wired:
+        param = t["Parameters"][limit["Ref"]]
+        ok = int(param.get("Default", SQS_MAX + 1)) <= SQS_MAX and int(param.get("MaxValue", SQS_MAX + 1)) <= SQS_MAX
+        results.append((f"body limit default and maximum <= {SQS_MAX}", ok, dict(param)))
+
+    passed = failed = 0
+    for label, ok, detail in results:
+        print(("ok   " if ok else "FAIL ") + label + ("" if ok or detail is None else f": {detail}"))
+        passed += ok
+        failed += not ok
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "template.yaml"))
