@@ -5,6 +5,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 use std::time::Duration;
 
+/// How long start-up may spend warming connections.
+pub const WARM_UP_LIMIT: Duration = Duration::from_millis(300);
+
 /// Loads the standard chain (region, credentials, `AWS_ENDPOINT_URL[_SERVICE]`, `AWS_MAX_ATTEMPTS`).
 pub async fn sdk_config() -> SdkConfig {
     loader().load().await
@@ -19,4 +22,43 @@ pub fn loader() -> ConfigLoader {
             .operation_timeout(Duration::from_secs(8))
             .build(),
     )
+}
+
+/// Opens the connections (TCP + TLS) to DynamoDB and, if given, SQS during init, so the first
+/// invocation pays no set-up that start-up could have done. Bounded by `limit`: a slow endpoint
+/// never blocks start-up, and any answer (even an error) leaves a warm connection in the pool.
+pub async fn warm_connections(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    sqs: Option<(&aws_sdk_sqs::Client, &str)>,
+    limit: Duration,
+) {
+    let dynamodb = async {
+        let _ = ddb
+            .get_item()
+            .table_name(table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S("warmup#".into()),
+            )
+            .send()
+            .await;
+    };
+    let queue = async {
+        if let Some((client, url)) = sqs {
+            let _ = client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await;
+        }
+    };
+    let warmed = tokio::time::timeout(limit, futures::future::join(dynamodb, queue)).await;
+    if warmed.is_err() {
+        tracing::warn!(
+            limit_ms = limit.as_millis() as u64,
+            "connection warm-up timed out; continuing"
+        );
+    }
 }

@@ -13,10 +13,19 @@ async fn main() -> Result<(), Error> {
         tracing::error!(error = %e, "refusing to start: configuration is invalid");
     })?;
     let sdk = clayhook::aws::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    clayhook::aws::warm_connections(
+        &ddb,
+        &config.table,
+        Some((&sqs, &config.queue_url)),
+        clayhook::aws::WARM_UP_LIMIT,
+    )
+    .await;
     let ingest = Ingest {
         settings: config.settings,
-        store: DynamoDbIdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table),
-        queue: SqsLeadQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue_url),
+        store: DynamoDbIdempotencyStore::new(ddb, config.table),
+        queue: SqsLeadQueue::new(sqs, config.queue_url),
     };
     let ingest = &ingest;
     lambda_http::run(service_fn(move |req| handle_request(ingest, req))).await
