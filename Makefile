@@ -30,7 +30,9 @@ clippy:
 
 ## Unit and integration tests (debug build; the harness starts moto_server itself).
 unit: venv
+	rm -rf target/test-logs
 	cargo test --all-targets
+	$(BIN)/python scripts/check_logs.py --json target/test-logs
 
 validate: venv
 	sam validate --lint
@@ -42,8 +44,10 @@ sam-build: venv
 
 ## The built bootstrap files under aws-lambda-rie against moto_server (needs sam-build).
 e2e: venv
+	rm -rf target/e2e-logs
 	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) \
 	  cargo test --test end_to_end -- --include-ignored --nocapture
+	$(BIN)/python scripts/check_logs.py target/e2e-logs
 
 test: fmt-check clippy unit validate sam-build e2e
 

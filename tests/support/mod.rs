@@ -92,6 +92,25 @@ pub fn dead_endpoint() -> String {
     format!("http://127.0.0.1:{}", free_port())
 }
 
+/// Sends every log line of this test binary, as JSON, to `target/test-logs/<binary>.log`, where
+/// `scripts/check_logs.py` looks for secrets and email addresses after the run.
+pub fn capture_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        use lambda_runtime::tracing::subscriber::{self, EnvFilter};
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let file = std::fs::File::create(dir.join(format!("{}.log", env!("CARGO_CRATE_NAME"))))
+            .expect("log file");
+        let sub = subscriber::fmt()
+            .json()
+            .with_env_filter(EnvFilter::new("info,clayhook=debug"))
+            .with_writer(std::sync::Mutex::new(file))
+            .finish();
+        let _ = lambda_runtime::tracing::subscriber::util::SubscriberInitExt::try_init(sub);
+    });
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn unique(prefix: &str) -> String {
@@ -116,6 +135,7 @@ impl Aws {
     }
 
     pub async fn fresh_with(fifo: bool) -> Aws {
+        capture_logs();
         let sdk = sdk_config(moto_url()).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
