@@ -252,3 +252,6 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

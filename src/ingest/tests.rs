@@ -6,7 +6,7 @@ use lambda_http::http::HeaderValue;
 use std::sync::Mutex;
 
 #[derive(Default)]
-struct MemoryStore {
+pub(super) struct MemoryStore {
     claims: Mutex<Vec<Claim>>,
     completed: Mutex<Vec<String>>,
     abandoned: Mutex<Vec<Claim>>,
@@ -36,8 +36,8 @@ impl IdempotencyStore for MemoryStore {
 }
 
 #[derive(Default)]
-struct MemoryQueue {
-    sent: Mutex<Vec<OutgoingMessage>>,
+pub(super) struct MemoryQueue {
+    pub(super) sent: Mutex<Vec<OutgoingMessage>>,
     fail: bool,
 }
 
@@ -51,10 +51,10 @@ impl LeadQueue for MemoryQueue {
     }
 }
 
-const TOKEN: &str = "tok";
-const T0: u64 = 1_800_000_000;
+pub(super) const TOKEN: &str = "tok";
+pub(super) const T0: u64 = 1_800_000_000;
 
-fn ingest(store: MemoryStore, queue: MemoryQueue) -> Ingest<MemoryStore, MemoryQueue> {
+pub(super) fn ingest(store: MemoryStore, queue: MemoryQueue) -> Ingest<MemoryStore, MemoryQueue> {
     Ingest {
         settings: IngestSettings {
             secrets: Secrets::parse(TOKEN).unwrap(),
