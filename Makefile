@@ -11,7 +11,7 @@ RIE = $(shell $(BIN)/python -c 'import samcli, os; print(os.path.join(os.path.di
 # Tests run the built functions here, on x86_64; deployments default to arm64.
 TEST_ARCH ?= x86_64
 
-.PHONY: test venv fmt-check clippy unit validate sam-build e2e local clean
+.PHONY: test venv fmt-check clippy unit validate sam-build e2e stress local clean
 
 ## Python tools (moto_server, sam, cargo-lambda, zig) pinned in requirements-dev.txt, in a
 ## project-local venv.
@@ -50,6 +50,16 @@ e2e: venv
 	$(BIN)/python scripts/check_logs.py target/e2e-logs
 
 test: fmt-check clippy unit validate sam-build e2e
+
+## Long suites (loopback only, bounded): a million property cases, the duplicate storm and
+## the router fault storm; ends with one table.
+STRESS_PROPTEST_CASES ?= 340000
+stress: venv sam-build
+	PROPTEST_CASES=$(STRESS_PROPTEST_CASES) cargo test --release --lib properties
+	rm -rf target/stress-logs
+	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) CLAYHOOK_LOG_DIR=target/stress-logs \
+	  cargo test --test stress -- --include-ignored --nocapture
+	$(BIN)/python scripts/check_logs.py target/stress-logs
 
 ## The whole pipeline on this machine: ingest on :3000, moto_server, the router on the queue.
 local: venv

@@ -2,6 +2,9 @@
 //! loopback port, shared by the tests of one binary, with a fresh table and queue per test.
 #![allow(dead_code)]
 
+pub mod chaos;
+pub mod emulator;
+
 use aws_config::Region;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,

@@ -1,0 +1,113 @@
+//! The built `bootstrap` files under the AWS Lambda Runtime Interface Emulator.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, wait_for_port};
+
+pub fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn required_env(name: &str) -> PathBuf {
+    let v = std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run this test through `make e2e`"));
+    PathBuf::from(v)
+}
+
+/// One function under the emulator, killed on drop.
+pub struct Emulated {
+    child: Child,
+    pub invoke_url: String,
+    pub log: PathBuf,
+}
+
+impl Emulated {
+    /// SIGKILL to the emulator and the function process: a Lambda dying mid-invocation.
+    pub fn kill(&mut self) {
+        let pgid = self.child.id() as i32;
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn emulate(name: &str, bootstrap: &Path, env: &HashMap<String, String>) -> Emulated {
+    let rie = required_env("AWS_LAMBDA_RIE");
+    assert!(
+        bootstrap.exists(),
+        "{} is missing: run `sam build`",
+        bootstrap.display()
+    );
+    let port = free_port();
+    let api_port = free_port();
+    let log_dir = manifest()
+        .join(std::env::var("CLAYHOOK_LOG_DIR").unwrap_or_else(|_| "target/e2e-logs".into()));
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let log = log_dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(rie)
+        .arg("--runtime-interface-emulator-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--runtime-api-address")
+        .arg(format!("127.0.0.1:{api_port}"))
+        .arg(bootstrap)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_FUNCTION_TIMEOUT", "30")
+        .envs(env)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .process_group(0)
+        .spawn()
+        .expect("start aws-lambda-rie");
+    wait_for_port(port, Duration::from_secs(20));
+    Emulated {
+        child,
+        invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"),
+        log,
+    }
+}
+
+pub async fn invoke(f: &Emulated, event: &Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(&f.invoke_url)
+        .body(event.to_string())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("invoke");
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("invocation answer is not JSON: {text}"))
+}
+
+pub fn event_file(name: &str) -> Value {
+    let path = manifest().join("events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A function's variables from events/env.json, pointed at this test's resources.
+pub fn function_env(function: &str, overrides: &[(&str, String)]) -> HashMap<String, String> {
+    let all = event_file("env.json");
+    let mut env: HashMap<String, String> = all[function]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.clone());
+    }
+    env
+}
