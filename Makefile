@@ -11,7 +11,7 @@ RIE = $(shell $(BIN)/python -c 'import samcli, os; print(os.path.join(os.path.di
 # Tests run the built functions here, on x86_64; deployments default to arm64.
 TEST_ARCH ?= x86_64
 
-.PHONY: test venv fmt-check clippy unit validate sam-build e2e stress local clean
+.PHONY: test venv fmt-check clippy unit validate sam-build e2e stress bench local clean
 
 ## Python tools (moto_server, sam, cargo-lambda, zig) pinned in requirements-dev.txt, in a
 ## project-local venv.
@@ -60,6 +60,15 @@ stress: venv sam-build
 	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) CLAYHOOK_LOG_DIR=target/stress-logs \
 	  cargo test --test stress -- --include-ignored --nocapture
 	$(BIN)/python scripts/check_logs.py target/stress-logs
+
+## Cold start, warm cost and throughput beside the Node.js peer; prints one table and writes
+## target/bench/results.md. Fails if a target is missed.
+bench: venv sam-build
+	cd bench/node-peer && npm ci --no-audit --no-fund --silent
+	cargo bench --bench pure
+	rm -rf target/bench-logs
+	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) NODE_PEER_DIR=$(abspath bench/node-peer) \
+	  CLAYHOOK_LOG_DIR=target/bench-logs cargo test --test bench -- --include-ignored --nocapture
 
 ## The whole pipeline on this machine: ingest on :3000, moto_server, the router on the queue.
 local: venv

@@ -5,9 +5,6 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 use std::time::Duration;
 
-/// How long start-up may spend warming connections.
-pub const WARM_UP_LIMIT: Duration = Duration::from_millis(300);
-
 /// Loads the standard chain (region, credentials, `AWS_ENDPOINT_URL[_SERVICE]`, `AWS_MAX_ATTEMPTS`).
 pub async fn sdk_config() -> SdkConfig {
     loader().load().await
@@ -33,6 +30,9 @@ pub async fn warm_connections(
     sqs: Option<(&aws_sdk_sqs::Client, &str)>,
     limit: Duration,
 ) {
+    if limit.is_zero() {
+        return;
+    }
     let dynamodb = async {
         let _ = ddb
             .get_item()

@@ -17,6 +17,8 @@ use crate::router::rules::{RulesError, default_rules, parse_rules};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 262_144;
 pub const DEFAULT_TTL_SECONDS: i64 = 86_400;
 pub const DEFAULT_IN_PROGRESS_MS: u64 = 30_000;
+/// How long start-up may spend opening connections to DynamoDB and SQS (`WARM_UP_TIMEOUT_MS`).
+pub const DEFAULT_WARM_UP_MS: u64 = 300;
 pub const DEFAULT_ROUTER_CONCURRENCY: usize = 10;
 pub const DEFAULT_HTTP_CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 10_000;
@@ -42,6 +44,8 @@ pub struct IngestConfig {
     pub settings: IngestSettings,
     pub table: String,
     pub queue_url: String,
+    /// 0 turns the warm-up off.
+    pub warm_up: Duration,
 }
 
 /// Reads variables through `lookup`, so tests need not touch the process environment.
@@ -91,6 +95,14 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+fn warm_up<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(env.number(
+        "WARM_UP_TIMEOUT_MS",
+        DEFAULT_WARM_UP_MS,
+        |_| true,
+    )?))
+}
+
 pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|k: &str| std::env::var(k).ok())
 }
@@ -127,6 +139,7 @@ impl IngestConfig {
             settings,
             table: env.required("IDEMPOTENCY_TABLE")?,
             queue_url: env.required("LEAD_QUEUE_URL")?,
+            warm_up: warm_up(env)?,
         })
     }
 }
@@ -138,6 +151,8 @@ pub struct RouterConfig {
     pub table: String,
     pub destinations: DestinationSettings,
     pub connect_timeout: Duration,
+    /// 0 turns the warm-up off.
+    pub warm_up: Duration,
 }
 
 impl RouterConfig {
@@ -217,6 +232,7 @@ impl RouterConfig {
                 DEFAULT_HTTP_CONNECT_TIMEOUT_MS,
                 |v| *v > 0,
             )?),
+            warm_up: warm_up(env)?,
         })
     }
 }

@@ -12,16 +12,25 @@ async fn main() -> Result<(), Error> {
     let config = IngestConfig::from_env().inspect_err(|e| {
         tracing::error!(error = %e, "refusing to start: configuration is invalid");
     })?;
+    let started = std::time::Instant::now();
     let sdk = clayhook::aws::sdk_config().await;
+    let loaded = started.elapsed();
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let built = started.elapsed();
     clayhook::aws::warm_connections(
         &ddb,
         &config.table,
         Some((&sqs, &config.queue_url)),
-        clayhook::aws::WARM_UP_LIMIT,
+        config.warm_up,
     )
     .await;
+    tracing::debug!(
+        config_us = loaded.as_micros() as u64,
+        clients_us = (built - loaded).as_micros() as u64,
+        warm_up_us = (started.elapsed() - built).as_micros() as u64,
+        "init timings"
+    );
     let ingest = Ingest {
         settings: config.settings,
         store: DynamoDbIdempotencyStore::new(ddb, config.table),

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
     tracing::info!(destinations = ?config.destinations, rules = config.settings.rules.len(), "router configured");
     let sdk = clayhook::aws::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    clayhook::aws::warm_connections(&ddb, &config.table, None, clayhook::aws::WARM_UP_LIMIT).await;
+    clayhook::aws::warm_connections(&ddb, &config.table, None, config.warm_up).await;
     let router = Router {
         settings: config.settings,
         ledger: DynamoDbDeliveryLedger::new(ddb, config.table),

@@ -26,6 +26,11 @@ pub struct Emulated {
 }
 
 impl Emulated {
+    /// The emulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL to the emulator and the function process: a Lambda dying mid-invocation.
     pub fn kill(&mut self) {
         let pgid = self.child.id() as i32;

@@ -1,0 +1,535 @@
+//! `make bench`: cold start, warm cost and router throughput of the sam-built bootstraps under
+//! aws-lambda-rie against moto_server, beside the Node.js peer (`bench/node-peer/`), plus the
+//! criterion figures of the pure path. Prints one table, writes it to `target/bench/results.md`,
+//! and fails if a target is missed.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+use support::emulator::{
+    Emulated, emulate, event_file, function_env, invoke, manifest, required_env,
+};
+use support::{Aws, moto_url};
+
+const COLD_STARTS: usize = 20;
+const WARM_INVOCATIONS: usize = 2000;
+const ROUTER_BATCHES: usize = 30;
+
+/// The function process the emulator started (its child).
+fn function_pid(e: &Emulated) -> Option<u32> {
+    let rie = e.pid();
+    let tasks = std::fs::read_dir(format!("/proc/{rie}/task")).ok()?;
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            return pid.parse().ok();
+        }
+    }
+    None
+}
+
+/// User + system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of /proc/pid/stat; index 11 and 12 after the command name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Peak resident set (VmHWM) in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn init_ms(log: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let at = text.find("INIT REPORT(durationMs: ")?;
+    let rest = &text[at + "INIT REPORT(durationMs: ".len()..];
+    rest.split(')').next()?.trim().parse().ok()
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(idx).copied().unwrap_or(f64::NAN)
+}
+
+fn ingest_event(n: usize, tag: &str) -> Value {
+    let mut e = event_file("ingest-static-token.json");
+    let body = json!({"Work Email": format!("bench{n}@bench.invalid"), "First Name": "Bench",
+        "Company": "Acme", "ICP Score": "91", "Row ID": format!("{tag}-{n}"),
+        "notes": "x".repeat(1500)});
+    e["body"] = Value::String(body.to_string());
+    e
+}
+
+struct Cold {
+    init: Vec<f64>,
+    first: Vec<f64>,
+    rss: f64,
+}
+
+async fn cold_starts(
+    name: &str,
+    bootstrap: &Path,
+    env: &HashMap<String, String>,
+    event: impl Fn(usize) -> Value,
+) -> Cold {
+    let mut init = Vec::new();
+    let mut first = Vec::new();
+    let mut rss: f64 = 0.0;
+    for i in 0..COLD_STARTS {
+        let start = Instant::now();
+        let f = emulate(&format!("bench-{name}-cold-{i}"), bootstrap, env);
+        let answer = invoke(&f, &event(i)).await;
+        first.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert!(answer.is_object(), "{name}: {answer}");
+        if let Some(pid) = function_pid(&f) {
+            rss = rss.max(peak_rss_mb(pid));
+        }
+        let log = f.log.clone();
+        drop(f);
+        init.push(init_ms(&log).unwrap_or_else(|| panic!("no INIT REPORT in {}", log.display())));
+    }
+    Cold { init, first, rss }
+}
+
+struct Warm {
+    cpu_ms: f64,
+    per_second: f64,
+    rss: f64,
+}
+
+async fn warm(name: &str, bootstrap: &Path, env: &HashMap<String, String>) -> Warm {
+    let f = emulate(&format!("bench-{name}-warm"), bootstrap, env);
+    let (status, _) = status_of(&invoke(&f, &ingest_event(0, name)).await);
+    assert_eq!(status, 202, "{name} warm-up");
+    let pid = function_pid(&f).expect("function pid");
+    let cpu0 = cpu_seconds(pid);
+    let start = Instant::now();
+    for n in 1..=WARM_INVOCATIONS {
+        let (status, body) = status_of(&invoke(&f, &ingest_event(n, name)).await);
+        assert_eq!(status, 202, "{name}: {body}");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu0;
+    Warm {
+        cpu_ms: cpu * 1000.0 / WARM_INVOCATIONS as f64,
+        per_second: WARM_INVOCATIONS as f64 / elapsed,
+        rss: peak_rss_mb(pid),
+    }
+}
+
+fn status_of(answer: &Value) -> (u64, String) {
+    (
+        answer["statusCode"].as_u64().unwrap_or(0),
+        answer["body"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// A downstream that answers 200 at once, for router throughput.
+async fn fast_downstream() -> (String, tokio::task::JoinHandle<()>) {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    let url = server.uri();
+    let keep = tokio::spawn(async move {
+        let _server = server;
+        std::future::pending::<()>().await;
+    });
+    (url, keep)
+}
+
+struct Throughput {
+    records_per_second: f64,
+    cpu_ms_per_record: f64,
+}
+
+async fn router_throughput(
+    bootstrap: &Path,
+    aws: &Aws,
+    downstream: &str,
+    concurrency: usize,
+) -> Throughput {
+    let mut overrides = vec![
+        ("IDEMPOTENCY_TABLE", aws.table.clone()),
+        ("AWS_ENDPOINT_URL", moto_url().to_string()),
+        ("ROUTER_CONCURRENCY", concurrency.to_string()),
+    ];
+    for var in [
+        "CRM_WEBHOOK_URL",
+        "OUTREACH_WEBHOOK_URL",
+        "NURTURE_WEBHOOK_URL",
+        "SLACK_WEBHOOK_URL",
+        "ZAPIER_WEBHOOK_URL",
+    ] {
+        overrides.push((var, format!("{downstream}/{var}")));
+    }
+    let env = function_env("RouterFunction", &overrides);
+    let f = emulate(&format!("bench-router-c{concurrency}"), bootstrap, &env);
+    let batch = |b: usize| {
+        let records: Vec<Value> = (0..10)
+            .map(|r| {
+                let id = clayhook::idempotency::sha256_hex(format!("c{concurrency}-{b}-{r}").as_bytes());
+                let env = json!({"version":1,"id":id,"received_at":"2026-11-22T12:00:00Z","source":null,
+                    "lead":{"email":"r@bench.invalid","first_name":"R","icp_score":95.0,"extra":{}}});
+                json!({"messageId": format!("m-{b}-{r}"), "receiptHandle": "h", "body": env.to_string(),
+                    "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench", "awsRegion": "us-east-1"})
+            })
+            .collect();
+        json!({"Records": records})
+    };
+    let answer = invoke(&f, &batch(usize::MAX)).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    let pid = function_pid(&f).expect("router pid");
+    let cpu0 = cpu_seconds(pid);
+    let start = Instant::now();
+    for b in 0..ROUTER_BATCHES {
+        let answer = invoke(&f, &batch(b)).await;
+        assert_eq!(answer, json!({"batchItemFailures": []}));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let records = (ROUTER_BATCHES * 10) as f64;
+    Throughput {
+        records_per_second: records / elapsed,
+        cpu_ms_per_record: (cpu_seconds(pid) - cpu0) * 1000.0 / records,
+    }
+}
+
+/// Criterion's median estimate (ns) for a bench, from `target/criterion`.
+fn criterion_ns(name: &str) -> Option<f64> {
+    let path = manifest()
+        .join("target/criterion")
+        .join(name)
+        .join("new/estimates.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn size_mb(p: &Path) -> f64 {
+    std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 / 1_048_576.0)
+}
+
+struct Table {
+    rows: Vec<[String; 6]>,
+    missed: Vec<String>,
+}
+
+impl Table {
+    fn row(
+        &mut self,
+        figure: &str,
+        ours: f64,
+        peer: Option<f64>,
+        unit: &str,
+        target: Option<(&str, bool)>,
+    ) {
+        self.row_with(figure, ours, peer, unit, target, false)
+    }
+
+    /// `higher_is_better`: throughput rows, whose advantage is ours ÷ peer.
+    fn row_with(
+        &mut self,
+        figure: &str,
+        ours: f64,
+        peer: Option<f64>,
+        unit: &str,
+        target: Option<(&str, bool)>,
+        higher_is_better: bool,
+    ) {
+        let fmt = |v: f64| {
+            if v >= 100.0 {
+                format!("{v:.0} {unit}")
+            } else if v >= 1.0 {
+                format!("{v:.2} {unit}")
+            } else {
+                format!("{v:.3} {unit}")
+            }
+        };
+        let ratio = peer.map(|p| {
+            let r = if higher_is_better {
+                ours / p
+            } else if ours > 0.0 {
+                p / ours
+            } else {
+                f64::INFINITY
+            };
+            format!("{r:.1}×")
+        });
+        let (target_text, met) = match target {
+            Some((t, ok)) => {
+                if !ok {
+                    self.missed.push(format!("{figure}: {t}"));
+                }
+                (t.to_string(), if ok { "yes" } else { "NO" }.to_string())
+            }
+            None => (String::new(), String::new()),
+        };
+        self.rows.push([
+            figure.to_string(),
+            fmt(ours),
+            peer.map(fmt).unwrap_or_default(),
+            ratio.unwrap_or_default(),
+            target_text,
+            met,
+        ]);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "| figure | clayhook (Rust) | Node.js peer | peer ÷ ours | target | met |\n|---|---:|---:|---:|---|---|\n",
+        );
+        for r in &self.rows {
+            out.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+        out
+    }
+}
+
+/// Cost per million callbacks on the ingest path, from the measured CPU and INIT figures.
+/// Assumptions (us-east-1 list prices): Lambda arm64 $0.0000133334 per GB-s and $0.20 per
+/// million requests at 128 MB, where a function gets 128/1769 of a vCPU so CPU time stretches
+/// ×13.8; 15 ms of network waits per invocation (three same-region calls); 1% cold starts,
+/// INIT billed; API Gateway HTTP API $1.00 per million; DynamoDB on-demand 2 write units
+/// ($0.625 per million each); SQS one send ($0.40 per million).
+fn cost_per_million(cpu_ms: f64, init_ms: f64) -> (f64, f64) {
+    let stretch = 1769.0 / 128.0;
+    let billed_ms = 15.0 + cpu_ms * stretch + 0.01 * init_ms * stretch;
+    let lambda = 0.20 + 1e6 * billed_ms * 0.0000133334 * 0.125 / 1000.0;
+    let fixed = 1.00 + 2.0 * 0.625 + 0.40;
+    (lambda, lambda + fixed)
+}
+
+fn cost_note(cpu: f64, init: f64, peer_cpu: f64, peer_init: f64) -> String {
+    let (ours_lambda, ours_total) = cost_per_million(cpu, init);
+    let (peer_lambda, peer_total) = cost_per_million(peer_cpu, peer_init);
+    format!(
+        "\nCost per million callbacks (ingest path, 128 MB arm64): Lambda ${ours_lambda:.2} vs ${peer_lambda:.2} for the peer \
+         ({:.1}×); with API Gateway, DynamoDB and SQS ${ours_total:.2} vs ${peer_total:.2}.\n",
+        peer_lambda / ours_lambda
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long; run with `make bench`"]
+async fn bench_table() {
+    let build = required_env("CLAYHOOK_BUILD_DIR");
+    let peer_dir = required_env("NODE_PEER_DIR");
+    let ingest_bin = build.join("IngestFunction/bootstrap");
+    let router_bin = build.join("RouterFunction/bootstrap");
+    let peer_bin = peer_dir.join("bootstrap");
+    let aws = Aws::fresh().await;
+    let env = function_env(
+        "IngestFunction",
+        &[
+            ("IDEMPOTENCY_TABLE", aws.table.clone()),
+            ("LEAD_QUEUE_URL", aws.queue_url.clone()),
+            ("AWS_ENDPOINT_URL", moto_url().to_string()),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN".to_string()),
+        ],
+    );
+    let mut peer_env = env.clone();
+    peer_env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+
+    let ours_cold = cold_starts("ingest", &ingest_bin, &env, |i| ingest_event(i, "cold")).await;
+    let peer_cold = cold_starts("peer", &peer_bin, &peer_env, |i| {
+        ingest_event(i, "peer-cold")
+    })
+    .await;
+    let router_env = function_env(
+        "RouterFunction",
+        &[
+            ("IDEMPOTENCY_TABLE", aws.table.clone()),
+            ("AWS_ENDPOINT_URL", moto_url().to_string()),
+        ],
+    );
+    let router_cold = cold_starts(
+        "router",
+        &router_bin,
+        &router_env,
+        |_| json!({"Records": []}),
+    )
+    .await;
+    let ours_warm = warm("ingest", &ingest_bin, &env).await;
+    let peer_warm = warm("peer", &peer_bin, &peer_env).await;
+    let (downstream, _keep) = fast_downstream().await;
+    let r1 = router_throughput(&router_bin, &aws, &downstream, 1).await;
+    let r10 = router_throughput(&router_bin, &aws, &downstream, 10).await;
+
+    let mut t = Table {
+        rows: Vec::new(),
+        missed: Vec::new(),
+    };
+    let median = |v: &[f64]| percentile(v, 0.5);
+    let (oi, pi) = (median(&ours_cold.init), median(&peer_cold.init));
+    t.row(
+        "ingest INIT, median of 20 cold starts",
+        oi,
+        Some(pi),
+        "ms",
+        Some((
+            "≤ 15 ms and ≥ 8× faster than the peer",
+            oi <= 15.0 && pi / oi >= 8.0,
+        )),
+    );
+    t.row(
+        "ingest INIT, p90",
+        percentile(&ours_cold.init, 0.9),
+        Some(percentile(&peer_cold.init, 0.9)),
+        "ms",
+        None,
+    );
+    t.row(
+        "ingest first invocation (start + one request), median",
+        median(&ours_cold.first),
+        Some(median(&peer_cold.first)),
+        "ms",
+        None,
+    );
+    t.row(
+        "router INIT, median",
+        median(&router_cold.init),
+        None,
+        "ms",
+        None,
+    );
+    t.row(
+        "router INIT, p90",
+        percentile(&router_cold.init, 0.9),
+        None,
+        "ms",
+        None,
+    );
+    t.row(
+        "router first invocation, median",
+        median(&router_cold.first),
+        None,
+        "ms",
+        None,
+    );
+    let (is, rs) = (size_mb(&ingest_bin), size_mb(&router_bin));
+    t.row(
+        "ingest binary size",
+        is,
+        None,
+        "MB",
+        Some(("≤ 10 MB", is <= 10.0)),
+    );
+    t.row(
+        "router binary size",
+        rs,
+        None,
+        "MB",
+        Some(("≤ 10 MB", rs <= 10.0)),
+    );
+    let rss = ours_cold.rss.max(ours_warm.rss);
+    t.row(
+        "ingest peak RSS",
+        rss,
+        Some(peer_cold.rss.max(peer_warm.rss)),
+        "MB",
+        Some(("≤ 32 MB", rss <= 32.0)),
+    );
+    t.row(
+        "router peak RSS",
+        router_cold.rss,
+        None,
+        "MB",
+        Some(("≤ 32 MB", router_cold.rss <= 32.0)),
+    );
+    t.row(
+        "warm ingest CPU per invocation (2,000 invocations)",
+        ours_warm.cpu_ms,
+        Some(peer_warm.cpu_ms),
+        "ms",
+        Some((
+            "≥ 5× lower than the peer",
+            peer_warm.cpu_ms / ours_warm.cpu_ms >= 5.0,
+        )),
+    );
+    t.row(
+        "warm ingest invocations per second (through the emulator)",
+        ours_warm.per_second,
+        Some(peer_warm.per_second),
+        "/s",
+        None,
+    );
+    if let Some(ns) = criterion_ns("ingest_pure_path_2kb") {
+        t.row(
+            "verify + parse + build the message, 2 KB body (criterion)",
+            ns / 1000.0,
+            None,
+            "µs",
+            None,
+        );
+    }
+    if let Some(ns) = criterion_ns("routing_decision") {
+        t.row("one routing decision (criterion)", ns, None, "ns", None);
+    }
+    t.row(
+        "router records/s, batches of 10, concurrency 1",
+        r1.records_per_second,
+        None,
+        "/s",
+        None,
+    );
+    t.row(
+        "router CPU per record, concurrency 1",
+        r1.cpu_ms_per_record,
+        None,
+        "ms",
+        None,
+    );
+    t.row(
+        "router records/s, batches of 10, concurrency 10",
+        r10.records_per_second,
+        None,
+        "/s",
+        None,
+    );
+    t.row(
+        "router CPU per record, concurrency 10",
+        r10.cpu_ms_per_record,
+        None,
+        "ms",
+        None,
+    );
+
+    let mut table = t.render();
+    table.push_str(&cost_note(ours_warm.cpu_ms, oi, peer_warm.cpu_ms, pi));
+    println!("\n{table}");
+    let dir = manifest().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("results.md"), &table).unwrap();
+    std::fs::write(
+        dir.join("figures.json"),
+        json!({
+            "ingest_init_ms_median": oi, "peer_init_ms_median": pi,
+            "ingest_cpu_ms_per_invocation": ours_warm.cpu_ms, "peer_cpu_ms_per_invocation": peer_warm.cpu_ms,
+            "ingest_first_invocation_ms_median": median(&ours_cold.first),
+            "peer_first_invocation_ms_median": median(&peer_cold.first),
+            "router_cpu_ms_per_record_c10": r10.cpu_ms_per_record,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert!(t.missed.is_empty(), "targets missed: {:?}", t.missed);
+}
