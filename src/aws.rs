@@ -10,15 +10,26 @@ pub async fn sdk_config() -> SdkConfig {
     loader().load().await
 }
 
+/// The HTTPS client every AWS client shares: hyper + rustls on ring (the TLS stack reqwest uses
+/// too, so each binary carries one), with the platform's trusted roots.
+pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// The loader behind [`sdk_config`], for callers (tests, tools) that override parts of it.
 pub fn loader() -> ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-        TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .operation_attempt_timeout(Duration::from_secs(3))
-            .operation_timeout(Duration::from_secs(8))
-            .build(),
-    )
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(3))
+                .operation_timeout(Duration::from_secs(8))
+                .build(),
+        )
 }
 
 /// Opens the connections (TCP + TLS) to DynamoDB and, if given, SQS during init, so the first
