@@ -10,13 +10,32 @@ pub async fn sdk_config() -> SdkConfig {
     loader().load().await
 }
 
+/// The Amazon Trust Services roots that every AWS endpoint chains to.
+const AWS_ROOT_CAS: &[u8] = include_bytes!("../assets/aws-root-cas.pem");
+
 /// The HTTPS client every AWS client shares: hyper + rustls on ring (the TLS stack reqwest uses
-/// too, so each binary carries one), with the platform's trusted roots.
+/// too, so each binary carries one). It trusts the five Amazon Trust Services roots, compiled
+/// in: loading and parsing the whole system bundle cost ~10 ms of every cold start. Set
+/// `AWS_TLS_ROOTS=system` to trust the platform's bundle instead (e.g. behind a TLS proxy).
 pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    use aws_smithy_http_client::tls::{
+        Provider, TlsContext, TrustStore, rustls_provider::CryptoMode,
+    };
+    let system = std::env::var("AWS_TLS_ROOTS").is_ok_and(|v| v.eq_ignore_ascii_case("system"));
+    let trust = if system {
+        TrustStore::default()
+    } else {
+        TrustStore::empty()
+            .with_native_roots(false)
+            .with_pem_certificate(AWS_ROOT_CAS)
+    };
+    let builder =
+        aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring));
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        // The bundle is compiled in and parsed by the tests; fall back to the defaults anyway.
+        Err(_) => builder.build_https(),
+    }
 }
 
 /// The loader behind [`sdk_config`], for callers (tests, tools) that override parts of it.
@@ -84,5 +103,24 @@ pub async fn warm_connections(
             limit_ms = limit.as_millis() as u64,
             "connection warm-up timed out; continuing"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_compiled_in_roots_make_a_tls_context() {
+        use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+        let trust = TrustStore::empty()
+            .with_native_roots(false)
+            .with_pem_certificate(super::AWS_ROOT_CAS);
+        assert!(
+            TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .is_ok()
+        );
+        let text = String::from_utf8_lossy(super::AWS_ROOT_CAS);
+        assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 5);
     }
 }
