@@ -17,7 +17,7 @@ fn body_2kb() -> Vec<u8> {
         "Industry": "['Software', 'SaaS']", "LinkedIn URL": "linkedin.com/in/jane-doe",
         "ICP Score": "92", "Domain": "https://www.acme.com/about", "Row ID": "row_0001",
         "Personalized Opener": "Loved your talk on pipeline hygiene at SaaStr.",
-        "notes": "x".repeat(1500),
+        "notes": "x".repeat(1650),
     });
     let text = body.to_string();
     assert!((1900..2300).contains(&text.len()), "{}", text.len());

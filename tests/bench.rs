@@ -295,7 +295,7 @@ impl Table {
 
     fn render(&self) -> String {
         let mut out = String::from(
-            "| figure | clayhook (Rust) | Node.js peer | peer ÷ ours | target | met |\n|---|---:|---:|---:|---|---|\n",
+            "| figure | clayhook (Rust) | Node.js peer | advantage | target | met |\n|---|---:|---:|---:|---|---|\n",
         );
         for r in &self.rows {
             out.push_str(&format!("| {} |\n", r.join(" | ")));
@@ -465,12 +465,13 @@ async fn bench_table() {
             peer_warm.cpu_ms / ours_warm.cpu_ms >= 5.0,
         )),
     );
-    t.row(
+    t.row_with(
         "warm ingest invocations per second (through the emulator)",
         ours_warm.per_second,
         Some(peer_warm.per_second),
         "/s",
         None,
+        true,
     );
     if let Some(ns) = criterion_ns("ingest_pure_path_2kb") {
         t.row(
