@@ -8,6 +8,7 @@ pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod destinations;
+pub mod dynamo;
 pub mod envelope;
 pub mod events;
 pub mod idempotency;

@@ -3,12 +3,12 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use std::collections::HashMap;
 
 use super::{Begin, Claim, IdempotencyStore, Record, Status, StoreError};
+use crate::dynamo::{delete_if_still_ours, describe, n, s};
 
 /// Partition key prefix of ingest's records; the router's ledger uses `delivery#`.
 pub const PK_PREFIX: &str = "ingest#";
@@ -47,15 +47,7 @@ impl DynamoDbIdempotencyStore {
 }
 
 fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> StoreError {
-    StoreError::Unavailable(DisplayErrorContext(&e).to_string())
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
+    StoreError::Unavailable(describe(e))
 }
 
 /// Reads a stored item back into a [`Record`].
@@ -157,30 +149,15 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
     }
 
     async fn abandon(&self, claim: &Claim) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(&Self::pk(&claim.id)))
-            .condition_expression("#status = :inprogress AND #ipexp = :lock")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#ipexp", "in_progress_expires_at")
-            .expression_attribute_values(":inprogress", s(Status::InProgress.as_str()))
-            .expression_attribute_values(":lock", n(claim.in_progress_expires_at))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Someone else holds the key now: their claim is not ours to delete.
-            Err(SdkError::ServiceError(ctx))
-                if matches!(
-                    ctx.err(),
-                    DeleteItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        delete_if_still_ours(
+            &self.client,
+            &self.table,
+            &Self::pk(&claim.id),
+            Status::InProgress.as_str(),
+            "in_progress_expires_at",
+            claim.in_progress_expires_at,
+        )
+        .await
+        .map_err(StoreError::Unavailable)
     }
 }

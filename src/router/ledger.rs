@@ -4,12 +4,12 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use std::future::Future;
 
 use super::rules::DestinationName;
+use crate::dynamo::{delete_if_still_ours, describe, n, s};
 
 pub const DELIVERING: &str = "DELIVERING";
 pub const DELIVERED: &str = "DELIVERED";
@@ -76,16 +76,8 @@ impl DynamoDbDeliveryLedger {
     }
 }
 
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
-}
-
 fn err<E: std::error::Error + 'static>(e: SdkError<E>) -> LedgerError {
-    LedgerError(DisplayErrorContext(&e).to_string())
+    LedgerError(describe(e))
 }
 
 impl DeliveryLedger for DynamoDbDeliveryLedger {
@@ -148,29 +140,15 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
     }
 
     async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(&Self::pk(&c.id, c.destination)))
-            .condition_expression("#status = :delivering AND #lock = :lock")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lock", "lock_until")
-            .expression_attribute_values(":delivering", s(DELIVERING))
-            .expression_attribute_values(":lock", n(c.lock_until_ms))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(ctx))
-                if matches!(
-                    ctx.err(),
-                    DeleteItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(err(e)),
-        }
+        delete_if_still_ours(
+            &self.client,
+            &self.table,
+            &Self::pk(&c.id, c.destination),
+            DELIVERING,
+            "lock_until",
+            c.lock_until_ms,
+        )
+        .await
+        .map_err(LedgerError)
     }
 }
