@@ -45,10 +45,13 @@ impl Webhook {
 }
 
 /// `{"event_id": ID, "source": ..., "lead": {...}}`.
-pub fn payload(env: &Envelope) -> Vec<u8> {
+pub fn payload_value(env: &Envelope) -> serde_json::Value {
     json!({"event_id": env.id, "source": env.source, "lead": env.lead})
-        .to_string()
-        .into_bytes()
+}
+
+/// The bytes sent (and signed).
+pub fn payload(env: &Envelope) -> Vec<u8> {
+    payload_value(env).to_string().into_bytes()
 }
 
 /// `<ID>:<destination>`: stable across retries, distinct per destination.

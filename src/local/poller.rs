@@ -56,7 +56,9 @@ impl<L: DeliveryLedger, D: Destinations> Poller<'_, L, D> {
         if messages.is_empty() {
             return Ok(0);
         }
-        let event = event_from_messages(&messages, self.queue_arn, "us-east-1");
+        // arn:aws:sqs:<region>:<account>:<name>
+        let region = self.queue_arn.split(':').nth(3).unwrap_or("us-east-1");
+        let event = event_from_messages(&messages, self.queue_arn, region);
         let deadline = SystemTime::now() + self.invocation_time;
         let failed: Vec<String> = match self.router.handle(event, deadline).await {
             Ok(resp) => resp

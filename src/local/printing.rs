@@ -16,7 +16,7 @@ pub struct PrintingDestinations<D> {
 pub fn would_receive(name: DestinationName, env: &Envelope) -> serde_json::Value {
     match name {
         DestinationName::Slack => slack::payload(env),
-        _ => serde_json::from_slice(&webhook::payload(env)).unwrap_or_default(),
+        _ => webhook::payload_value(env),
     }
 }
 
