@@ -70,7 +70,8 @@ bench: venv sam-build
 	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) NODE_PEER_DIR=$(abspath bench/node-peer) \
 	  CLAYHOOK_LOG_DIR=target/bench-logs cargo test --test bench -- --include-ignored --nocapture
 
-## The whole pipeline on this machine: ingest on :3000, moto_server, the router on the queue.
+## The whole pipeline on this machine: ingest on :3000, moto_server, the router on the lead queue,
+## and the feeder on the intake queue when CLAY_WEBHOOK_URLS is set.
 local: venv
 	cargo run --quiet --bin clayhook -- local
 

@@ -7,6 +7,7 @@
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
 """
 
+import json
 import re
 import sys
 
@@ -54,6 +55,34 @@ def main(path):
         ok = int(param.get("Default", SQS_MAX + 1)) <= SQS_MAX and int(param.get("MaxValue", SQS_MAX + 1)) <= SQS_MAX
         results.append((f"body limit default and maximum <= {SQS_MAX}", ok, dict(param)))
 
+    feeder = t["Resources"].get("FeederFunction")
+    if feeder:
+        props = feeder["Properties"]
+        share = str(props["Environment"]["Variables"].get("FEEDER_MAX_CONCURRENCY"))
+        esm = [e["Properties"].get("ScalingConfig", {}).get("MaximumConcurrency") for e in props["Events"].values()]
+        # Each invocation paces itself at rate / FEEDER_MAX_CONCURRENCY: more invocations than
+        # that would break Clay's rate limit.
+        results.append(("feeder rate share matches its MaximumConcurrency", esm == [int(share)] if share.isdigit() else False, (share, esm)))
+    # Operations: every alarm notifies the optional SNS topic, every function emits metrics into
+    # the namespace parameter, tracing is one switch, and the dashboard body is valid JSON.
+    resources = t["Resources"]
+    for name, res in resources.items():
+        if res.get("Type") == "AWS::CloudWatch::Alarm":
+            acts = res["Properties"].get("AlarmActions")
+            results.append((f"{name} notifies the alarm topic", isinstance(acts, dict) and "Fn::If" in acts, acts))
+        if res.get("Type") == "AWS::Serverless::Function":
+            ns = res["Properties"]["Environment"]["Variables"].get("METRICS_NAMESPACE")
+            results.append((f"{name} emits metrics into MetricsNamespace", ns == {"Ref": "MetricsNamespace"}, ns))
+    tracing = t.get("Globals", {}).get("Function", {}).get("Tracing")
+    results.append(("tracing is the Tracing parameter", tracing == {"Ref": "Tracing"}, tracing))
+    dash = resources.get("Dashboard", {}).get("Properties", {}).get("DashboardBody", {})
+    try:
+        body = dash["Fn::Sub"][0]
+        json.loads(re.sub(r"\$\{[^}]+\}", "X", body))
+        ok = True
+    except Exception as e:  # noqa: BLE001 - any failure is the finding
+        ok, body = False, e
+    results.append(("dashboard body is valid JSON", ok, None if ok else body))
     passed = failed = 0
     for label, ok, detail in results:
         print(("ok   " if ok else "FAIL ") + label + ("" if ok or detail is None else f": {detail}"))

@@ -8,6 +8,8 @@ use crate::destinations::hubspot::{DEFAULT_BASE_URL, DEFAULT_UPSERT_PATH, HubSpo
 use crate::destinations::slack::Slack;
 use crate::destinations::webhook::{SigningKey, Webhook};
 use crate::destinations::{Crm, DestinationSettings};
+use crate::feed::BreakerPolicy;
+use crate::feed::feeder::FeederSettings;
 use crate::idempotency::{KeySpec, KeySpecError};
 use crate::ingest::IngestSettings;
 use crate::router::RouterSettings;
@@ -224,12 +226,117 @@ impl RouterConfig {
                     DEFAULT_DELIVERY_TTL_SECONDS,
                     |v| *v > 0,
                 )?,
+                max_receive_count: match env.number("MAX_RECEIVE_COUNT", 0u32, |_| true)? {
+                    0 => None,
+                    n => Some(n),
+                },
             },
             table: env.required("IDEMPOTENCY_TABLE")?,
             destinations,
             connect_timeout: Duration::from_millis(env.number(
                 "HTTP_CONNECT_TIMEOUT_MS",
                 DEFAULT_HTTP_CONNECT_TIMEOUT_MS,
+                |v| *v > 0,
+            )?),
+            warm_up: warm_up(env)?,
+        })
+    }
+}
+
+/// Everything the feeder function needs.
+#[derive(Debug, Clone)]
+pub struct FeederConfig {
+    pub settings: FeederSettings,
+    pub table: String,
+    pub queue_url: Option<String>,
+    pub dead_letter_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// 0 turns the warm-up off.
+    pub warm_up: Duration,
+}
+
+pub const DEFAULT_FEEDER_MAX_CONCURRENCY: u32 = 2;
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+pub const DEFAULT_BREAKER_COOLDOWN_SECONDS: u64 = 300;
+pub const DEFAULT_FEED_SENT_TTL_SECONDS: i64 = 14 * 86_400;
+
+fn list<F: Fn(&str) -> Option<String>>(env: &Env<F>, var: &'static str) -> Vec<String> {
+    env.optional(var)
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default()
+}
+
+impl FeederConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&process_env())
+    }
+
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let invalid = |var: &'static str| {
+            move |e: crate::feed::FeedConfigError| ConfigError::Invalid {
+                var,
+                reason: e.to_string(),
+            }
+        };
+        let webhooks = crate::feed::webhooks(
+            &list(env, "CLAY_WEBHOOK_URLS"),
+            &list(env, "CLAY_WEBHOOK_AUTH_TOKENS"),
+        )
+        .map_err(invalid("CLAY_WEBHOOK_URLS"))?;
+        let rate = crate::feed::rate(env.number(
+            "FEEDER_RATE_PER_SECOND",
+            crate::feed::DEFAULT_RATE_PER_SECOND,
+            |_| true,
+        )?)
+        .map_err(invalid("FEEDER_RATE_PER_SECOND"))?;
+        let concurrency = env.number(
+            "FEEDER_MAX_CONCURRENCY",
+            DEFAULT_FEEDER_MAX_CONCURRENCY,
+            |v| *v > 0,
+        )?;
+        let budget = env.number("FEEDER_DAILY_BUDGET", 0u64, |_| true)?;
+        let defaults = RetryPolicy::default();
+        Ok(FeederConfig {
+            settings: FeederSettings {
+                webhooks,
+                limit: env.number(
+                    "CLAY_SUBMISSION_LIMIT",
+                    crate::feed::CLAY_SUBMISSION_LIMIT,
+                    |v| *v > 0,
+                )?,
+                rate_per_instance: rate / f64::from(concurrency),
+                daily_budget: (budget > 0).then_some(budget),
+                breaker: BreakerPolicy {
+                    threshold: env.number(
+                        "FEEDER_BREAKER_THRESHOLD",
+                        DEFAULT_BREAKER_THRESHOLD,
+                        |v| *v > 0,
+                    )?,
+                    cooldown: Duration::from_secs(env.number(
+                        "FEEDER_BREAKER_COOLDOWN_SECONDS",
+                        DEFAULT_BREAKER_COOLDOWN_SECONDS,
+                        |v| *v > 0,
+                    )?),
+                },
+                retry: RetryPolicy {
+                    max_attempts: env
+                        .number("RETRY_MAX_ATTEMPTS", defaults.max_attempts, |v| *v > 0)?,
+                    ..defaults
+                },
+                sent_ttl_seconds: DEFAULT_FEED_SENT_TTL_SECONDS,
+            },
+            table: env.required("IDEMPOTENCY_TABLE")?,
+            queue_url: env.url("FEEDER_QUEUE_URL")?,
+            dead_letter_url: env.url("FEEDER_DLQ_URL")?,
+            connect_timeout: Duration::from_millis(env.number(
+                "HTTP_CONNECT_TIMEOUT_MS",
+                DEFAULT_HTTP_CONNECT_TIMEOUT_MS,
+                |v| *v > 0,
+            )?),
+            request_timeout: Duration::from_millis(env.number(
+                "HTTP_TIMEOUT_MS",
+                DEFAULT_HTTP_TIMEOUT_MS,
                 |v| *v > 0,
             )?),
             warm_up: warm_up(env)?,
@@ -346,5 +453,45 @@ mod tests {
                 .to_string()
                 .contains("LEAD_QUEUE_URL")
         );
+    }
+
+    fn feeder(vars: &[(&str, &str)]) -> Result<FeederConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        FeederConfig::read(&Env(move |k: &str| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn feeder_settings() {
+        let t = ("IDEMPOTENCY_TABLE", "t");
+        let urls = (
+            "CLAY_WEBHOOK_URLS",
+            "https://api.clay.com/a, https://api.clay.com/b",
+        );
+        let c = feeder(&[t, urls]).unwrap();
+        assert_eq!(c.settings.webhooks.len(), 2);
+        assert_eq!(c.settings.limit, 50_000);
+        assert_eq!(c.settings.rate_per_instance, 2.5);
+        assert_eq!(c.settings.daily_budget, None);
+        let e = feeder(&[t]).unwrap_err();
+        assert!(e.to_string().contains("CLAY_WEBHOOK_URLS"), "{e}");
+        let e = feeder(&[t, urls, ("FEEDER_RATE_PER_SECOND", "20")]).unwrap_err();
+        assert!(e.to_string().contains("FEEDER_RATE_PER_SECOND"), "{e}");
+        let e = feeder(&[t, urls, ("CLAY_WEBHOOK_AUTH_TOKENS", "a,b,c")]).unwrap_err();
+        assert!(
+            e.to_string().contains("3 auth tokens for 2 webhooks"),
+            "{e}"
+        );
+        let c = feeder(&[
+            t,
+            urls,
+            ("FEEDER_DAILY_BUDGET", "1000"),
+            ("CLAY_WEBHOOK_AUTH_TOKENS", "sekrit"),
+        ])
+        .unwrap();
+        assert_eq!(c.settings.daily_budget, Some(1000));
+        assert!(!format!("{c:?}").contains("sekrit"));
     }
 }

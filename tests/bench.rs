@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
+use support::clay::FakeClay;
 use support::emulator::{
     Emulated, emulate, event_file, function_env, invoke, manifest, required_env,
 };
@@ -17,6 +18,9 @@ use support::{Aws, moto_url};
 const COLD_STARTS: usize = 20;
 const WARM_INVOCATIONS: usize = 2000;
 const ROUTER_BATCHES: usize = 30;
+const FEEDER_BATCHES: usize = 5;
+/// Clay's per-workspace rate, the feeder's maximum.
+const CLAY_RATE: f64 = 10.0;
 
 /// The function process the emulator started (its child).
 fn function_pid(e: &Emulated) -> Option<u32> {
@@ -115,24 +119,40 @@ struct Warm {
     rss: f64,
 }
 
-async fn warm(name: &str, bootstrap: &Path, env: &HashMap<String, String>) -> Warm {
-    let f = emulate(&format!("bench-{name}-warm"), bootstrap, env);
-    let (status, _) = status_of(&invoke(&f, &ingest_event(0, name)).await);
-    assert_eq!(status, 202, "{name} warm-up");
-    let pid = function_pid(&f).expect("function pid");
-    let cpu0 = cpu_seconds(pid);
-    let start = Instant::now();
+/// Warm invocations of ours and the peer, interleaved one for one, so both see the same
+/// machine and the same moto_server (this host's speed drifts by tens of percent over minutes;
+/// measured one after the other, the ratio drifted with it).
+async fn warm_pair(
+    ours: (&Path, &HashMap<String, String>),
+    peer: (&Path, &HashMap<String, String>),
+) -> (Warm, Warm) {
+    let functions = [
+        ("ingest", emulate("bench-ingest-warm", ours.0, ours.1)),
+        ("peer", emulate("bench-peer-warm", peer.0, peer.1)),
+    ];
+    let mut pids = [0u32; 2];
+    let mut cpu0 = [0f64; 2];
+    for (i, (name, f)) in functions.iter().enumerate() {
+        let (status, _) = status_of(&invoke(f, &ingest_event(0, name)).await);
+        assert_eq!(status, 202, "{name} warm-up");
+        pids[i] = function_pid(f).expect("function pid");
+        cpu0[i] = cpu_seconds(pids[i]);
+    }
+    let mut busy = [0f64; 2];
     for n in 1..=WARM_INVOCATIONS {
-        let (status, body) = status_of(&invoke(&f, &ingest_event(n, name)).await);
-        assert_eq!(status, 202, "{name}: {body}");
+        for (i, (name, f)) in functions.iter().enumerate() {
+            let start = Instant::now();
+            let (status, body) = status_of(&invoke(f, &ingest_event(n, name)).await);
+            busy[i] += start.elapsed().as_secs_f64();
+            assert_eq!(status, 202, "{name}: {body}");
+        }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - cpu0;
-    Warm {
-        cpu_ms: cpu * 1000.0 / WARM_INVOCATIONS as f64,
-        per_second: WARM_INVOCATIONS as f64 / elapsed,
-        rss: peak_rss_mb(pid),
-    }
+    let result = |i: usize| Warm {
+        cpu_ms: (cpu_seconds(pids[i]) - cpu0[i]) * 1000.0 / WARM_INVOCATIONS as f64,
+        per_second: WARM_INVOCATIONS as f64 / busy[i],
+        rss: peak_rss_mb(pids[i]),
+    };
+    (result(0), result(1))
 }
 
 fn status_of(answer: &Value) -> (u64, String) {
@@ -211,6 +231,57 @@ async fn router_throughput(
     Throughput {
         records_per_second: records / elapsed,
         cpu_ms_per_record: (cpu_seconds(pid) - cpu0) * 1000.0 / records,
+    }
+}
+
+struct Feeding {
+    rows_per_second: f64,
+    cpu_ms_per_row: f64,
+    rss: f64,
+}
+
+/// The feeder at Clay's rate on one warm instance, batches of 10 back to back as the event
+/// source mapping hands them over when the intake queue is full: the rate Clay sees, from the
+/// first row's arrival to the last's.
+async fn feeder_pacing(
+    bootstrap: &Path,
+    env: &HashMap<String, String>,
+    clay: &FakeClay,
+) -> Feeding {
+    let f = emulate("bench-feeder-pacing", bootstrap, env);
+    let batch = |b: usize| {
+        let records: Vec<Value> = (0..10)
+            .map(|r| {
+                json!({"messageId": format!("bench-feed-{b}-{r}"), "receiptHandle": "h",
+                    "body": json!({"n": b * 10 + r, "company": "Bench"}).to_string(),
+                    "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench-intake",
+                    "awsRegion": "us-east-1"})
+            })
+            .collect();
+        json!({"Records": records})
+    };
+    assert_eq!(
+        invoke(&f, &json!({"Records": []})).await,
+        json!({"batchItemFailures": []})
+    );
+    let pid = function_pid(&f).expect("feeder pid");
+    let cpu0 = cpu_seconds(pid);
+    for b in 0..FEEDER_BATCHES {
+        assert_eq!(
+            invoke(&f, &batch(b)).await,
+            json!({"batchItemFailures": []})
+        );
+    }
+    let rows = (FEEDER_BATCHES * 10) as f64;
+    let cpu_ms_per_row = (cpu_seconds(pid) - cpu0) * 1000.0 / rows;
+    let hits: Vec<Instant> = clay.hits().into_iter().map(|(at, _)| at).collect();
+    assert_eq!(hits.len(), FEEDER_BATCHES * 10, "rows Clay accepted");
+    let span = (hits[hits.len() - 1] - hits[0]).as_secs_f64();
+    Feeding {
+        rows_per_second: (hits.len() - 1) as f64 / span,
+        cpu_ms_per_row,
+        rss: peak_rss_mb(pid),
     }
 }
 
@@ -368,11 +439,32 @@ async fn bench_table() {
         |_| json!({"Records": []}),
     )
     .await;
-    let ours_warm = warm("ingest", &ingest_bin, &env).await;
-    let peer_warm = warm("peer", &peer_bin, &peer_env).await;
+    let (ours_warm, peer_warm) = warm_pair((&ingest_bin, &env), (&peer_bin, &peer_env)).await;
     let (downstream, _keep) = fast_downstream().await;
     let r1 = router_throughput(&router_bin, &aws, &downstream, 1).await;
     let r10 = router_throughput(&router_bin, &aws, &downstream, 10).await;
+    let feeder_bin = build.join("FeederFunction/bootstrap");
+    let clay = FakeClay::start(Some("local-clay-table-token")).await;
+    let feeder_env = function_env(
+        "FeederFunction",
+        &[
+            ("IDEMPOTENCY_TABLE", aws.table.clone()),
+            ("AWS_ENDPOINT_URL", moto_url().to_string()),
+            ("FEEDER_DLQ_URL", aws.queue_url.clone()),
+            ("CLAY_WEBHOOK_URLS", clay.webhook(1)),
+            ("FEEDER_RATE_PER_SECOND", CLAY_RATE.to_string()),
+            ("FEEDER_MAX_CONCURRENCY", "1".to_string()),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN".to_string()),
+        ],
+    );
+    let feeder_cold = cold_starts(
+        "feeder",
+        &feeder_bin,
+        &feeder_env,
+        |_| json!({"Records": []}),
+    )
+    .await;
+    let feeding = feeder_pacing(&feeder_bin, &feeder_env, &clay).await;
 
     let mut t = Table {
         rows: Vec::new(),
@@ -425,6 +517,20 @@ async fn bench_table() {
         "ms",
         None,
     );
+    t.row(
+        "feeder INIT, median",
+        median(&feeder_cold.init),
+        None,
+        "ms",
+        None,
+    );
+    t.row(
+        "feeder INIT, p90",
+        percentile(&feeder_cold.init, 0.9),
+        None,
+        "ms",
+        None,
+    );
     let (is, rs) = (size_mb(&ingest_bin), size_mb(&router_bin));
     t.row(
         "ingest binary size",
@@ -440,6 +546,14 @@ async fn bench_table() {
         "MB",
         Some(("≤ 10 MB", rs <= 10.0)),
     );
+    let fs = size_mb(&feeder_bin);
+    t.row(
+        "feeder binary size",
+        fs,
+        None,
+        "MB",
+        Some(("≤ 10 MB", fs <= 10.0)),
+    );
     let rss = ours_cold.rss.max(ours_warm.rss);
     t.row(
         "ingest peak RSS",
@@ -454,6 +568,14 @@ async fn bench_table() {
         None,
         "MB",
         Some(("≤ 32 MB", router_cold.rss <= 32.0)),
+    );
+    let feeder_rss = feeder_cold.rss.max(feeding.rss);
+    t.row(
+        "feeder peak RSS",
+        feeder_rss,
+        None,
+        "MB",
+        Some(("≤ 32 MB", feeder_rss <= 32.0)),
     );
     t.row(
         "warm ingest CPU per invocation (2,000 invocations)",
@@ -514,6 +636,25 @@ async fn bench_table() {
         None,
     );
 
+    t.row_with(
+        "feeder rows/s into Clay at FEEDER_RATE_PER_SECOND=10, batches of 10 back to back",
+        feeding.rows_per_second,
+        None,
+        "/s",
+        Some((
+            "≤ 10/s (Clay's limit, 1% timer slack) and ≥ 9/s",
+            feeding.rows_per_second <= CLAY_RATE * 1.01 && feeding.rows_per_second >= 9.0,
+        )),
+        true,
+    );
+    t.row(
+        "feeder CPU per row",
+        feeding.cpu_ms_per_row,
+        None,
+        "ms",
+        None,
+    );
+
     let mut table = t.render();
     table.push_str(&cost_note(ours_warm.cpu_ms, oi, peer_warm.cpu_ms, pi));
     println!("\n{table}");
@@ -528,6 +669,7 @@ async fn bench_table() {
             "ingest_first_invocation_ms_median": median(&ours_cold.first),
             "peer_first_invocation_ms_median": median(&peer_cold.first),
             "router_cpu_ms_per_record_c10": r10.cpu_ms_per_record,
+            "feeder_rows_per_second": feeding.rows_per_second,
         })
         .to_string(),
     )

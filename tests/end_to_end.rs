@@ -139,6 +139,44 @@ async fn sam_built_functions_under_the_lambda_emulator() {
     let logs = [ingest.log.clone(), router.log.clone()];
     drop(ingest);
     drop(router);
+    // Every line is one JSON object with its invocation's requestId; lines about a lead carry
+    // its ID; metric documents are there, in Embedded Metric Format.
+    let ingest_lines = support::emulator::function_log_lines(&logs[0]);
+    let accepted: Vec<&Value> = ingest_lines
+        .iter()
+        .filter(|l| l["message"] == "accepted" || l["message"] == "duplicate")
+        .collect();
+    assert_eq!(accepted.len(), 4, "three accepted and one duplicate");
+    assert!(
+        accepted
+            .iter()
+            .all(|l| l["lead_id"].as_str().is_some_and(|id| id.len() == 64))
+    );
+    assert!(
+        ingest_lines.iter().any(|l| l["Accepted"] == 1.0
+            && l["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "clayhook")
+    );
+    assert!(
+        ingest_lines
+            .iter()
+            .any(|l| l["Rejected"] == 1.0 && l["Reason"] == "unauthorized")
+    );
+    let router_lines = support::emulator::function_log_lines(&logs[1]);
+    let deliveries: Vec<&Value> = router_lines
+        .iter()
+        .filter(|l| l["message"] == "delivered")
+        .collect();
+    assert_eq!(deliveries.len(), 15);
+    assert!(
+        deliveries
+            .iter()
+            .all(|l| l["lead_id"].is_string() && l["message_id"].is_string())
+    );
+    assert!(
+        router_lines
+            .iter()
+            .any(|l| l["Routed"].is_number() && l["Destination"] == "zapier")
+    );
     let ingest_log = std::fs::read_to_string(&logs[0]).unwrap();
     assert!(ingest_log.contains("INIT REPORT"), "{ingest_log}");
     // Log hygiene: no secret, token or email address from the events reaches a log line.
@@ -276,4 +314,84 @@ async fn ingest_without_a_secret_refuses_to_start() {
     assert!(log.contains("refusing to start"), "{log}");
     assert!(log.contains("CLAY_WEBHOOK_SECRETS is empty"), "{log}");
     assert!(aws.drain(0, Duration::ZERO).await.is_empty());
+}
+
+/// The feeder's built bootstrap under the emulator: the sample intake batch reaches a local
+/// server playing Clay (token checked), the record that is not an object goes to the DLQ, and
+/// the same batch again sends nothing twice.
+#[tokio::test]
+#[ignore = "needs `sam build`; run with `make e2e`"]
+async fn feeder_sends_the_intake_batch_to_clay_once() {
+    let build = required_env("CLAYHOOK_BUILD_DIR");
+    let aws = Aws::fresh().await;
+    let dlq = aws
+        .sqs
+        .create_queue()
+        .queue_name(support::unique("intake-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let token = function_env("FeederFunction", &[])["CLAY_WEBHOOK_AUTH_TOKENS"].clone();
+    let clay = support::clay::FakeClay::start(Some(&token)).await;
+    let env = function_env(
+        "FeederFunction",
+        &[
+            ("IDEMPOTENCY_TABLE", aws.table.clone()),
+            ("CLAY_WEBHOOK_URLS", clay.webhook(1)),
+            ("FEEDER_DLQ_URL", dlq.clone()),
+            ("AWS_ENDPOINT_URL", moto_url().to_string()),
+        ],
+    );
+    let feeder = emulate("feeder", &build.join("FeederFunction/bootstrap"), &env);
+    let batch = event_file("feeder-sqs-batch.json");
+    let answer = invoke(&feeder, &batch).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}), "{answer}");
+    let rows: Vec<Value> = clay.accepted().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["company"], "Initech");
+    let answer = invoke(&feeder, &batch).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}), "{answer}");
+    assert_eq!(
+        clay.hits().len(),
+        2,
+        "a redelivered batch is not sent again"
+    );
+    let dead = aws
+        .sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body.as_deref(), Some("\"not an object\""));
+    let log_path = feeder.log.clone();
+    drop(feeder);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("INIT REPORT"), "{log}");
+    let lines = support::emulator::function_log_lines(&log_path);
+    let sent: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "row sent to Clay")
+        .collect();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|l| l["message_id"].is_string()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["SentToClay"] == 2.0 && l["Function"] == "feeder")
+    );
+    assert!(lines.iter().any(|l| l["DeadLettered"] == 1.0));
+    for secret in [
+        token.as_str(),
+        "ana.ruiz@initech-example.com",
+        "li.wei@hooli-example.com",
+    ] {
+        assert!(!log.contains(secret), "feeder log leaks {secret:?}");
+    }
 }

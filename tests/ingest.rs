@@ -620,3 +620,56 @@ async fn routes_methods_and_sources() {
     assert_eq!(a.headers["allow"], "POST");
     assert_nothing_written(&aws).await;
 }
+
+/// X-Ray: the invocation's trace header rides on the message as `AWSTraceHeader`, so the router
+/// invocation joins the trace; every log line of the request carries its requestId and, once
+/// derived, the lead ID.
+#[tokio::test]
+async fn the_trace_header_is_carried_on_the_message_and_log_lines_carry_the_ids() {
+    use lambda_http::RequestExt;
+    let aws = Aws::fresh().await;
+    let h = ingest(&aws, KeySpec::Body);
+    let trace = "Root=1-6741a0b2-0123456789abcdef01234567;Parent=1a2b3c4d5e6f7a8b;Sampled=1";
+    let mut context = lambda_http::Context::default();
+    context.request_id = "req-trace-1".into();
+    context.xray_trace_id = Some(trace.into());
+    let body = r#"{"email":"traced@acme.com","Row ID":"trace-1","icp_score":"n/a?"}"#;
+    let req = request("/api/clay/enriched", &token_headers(), body.as_bytes())
+        .with_lambda_context(context);
+    let a = send(&h, req).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    let id = a.json["id"].as_str().unwrap().to_string();
+    let out = aws
+        .sqs
+        .receive_message()
+        .queue_url(&aws.queue_url)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::AwsTraceHeader,
+        )
+        .send()
+        .await
+        .unwrap();
+    let m = &out.messages.unwrap()[0];
+    let attrs = m.attributes.clone().unwrap_or_default();
+    assert_eq!(
+        attrs
+            .get(&aws_sdk_sqs::types::MessageSystemAttributeName::AwsTraceHeader)
+            .map(String::as_str),
+        Some(trace)
+    );
+    let log = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/ingest.log"),
+    )
+    .unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each log line is one JSON object"))
+        .filter(|l: &Value| l["requestId"] == "req-trace-1")
+        .collect();
+    // The unparseable-score warning and the acceptance, both with the lead ID.
+    assert!(lines.len() >= 2, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["lead_id"], id.as_str(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l["message"] == "accepted"));
+}

@@ -36,6 +36,7 @@ fn settings() -> RouterSettings {
         },
         request_timeout: Duration::from_secs(2),
         delivery_ttl_seconds: 3600,
+        max_receive_count: None,
     }
 }
 
@@ -603,4 +604,90 @@ async fn ledger_items_are_written_per_destination() {
             "delivery#lead12#zapier"
         ]
     );
+}
+
+/// The metrics an on-call engineer reads: routed per destination, failures per destination and
+/// class, retries, and records failing on their last receive (on their way to the DLQ).
+#[tokio::test]
+async fn metrics_count_routes_failures_retries_and_the_dlq() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    ok(&server, "crm").await;
+    ok(&server, "zapier").await;
+    Mock::given(method("POST"))
+        .and(path("/outreach"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let mut r = router(&aws, all_webhooks(&server));
+    r.settings.max_receive_count = Some(5);
+    let env = envelope("lead-metrics", r#"{"email":"a@b.co","icp_score":85}"#, None);
+    let mut last = record("m-last", &env.to_json());
+    last.attributes
+        .insert("ApproximateReceiveCount".into(), "5".into());
+    let bad = record("m-bad", "{not json");
+    let metrics = clayhook::metrics::Metrics::new("test", "router");
+    let out = r
+        .handle_with(event(vec![last, bad]), soon(30), &metrics)
+        .await
+        .unwrap();
+    assert_eq!(out.batch_item_failures.len(), 2);
+    let total = |name: &str, dims: &[(&str, &str)]| metrics.total(name, dims);
+    assert_eq!(total("Routed", &[("Destination", "crm")]), 1.0);
+    assert_eq!(total("Routed", &[("Destination", "zapier")]), 1.0);
+    assert_eq!(total("Routed", &[("Destination", "outreach")]), 0.0);
+    assert_eq!(
+        total(
+            "DeliveryFailed",
+            &[("Destination", "outreach"), ("Class", "transient")]
+        ),
+        3.0
+    );
+    assert_eq!(total("Retries", &[("Destination", "outreach")]), 2.0);
+    assert_eq!(total("MalformedRecords", &[]), 1.0);
+    assert_eq!(total("RecordsFailed", &[]), 2.0);
+    assert_eq!(
+        total("SentToDlq", &[]),
+        1.0,
+        "only the record on its 5th receive"
+    );
+    // Each document is valid EMF naming its dimensions.
+    for doc in metrics.documents() {
+        let cw = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "test");
+        for name in cw["Dimensions"][0].as_array().unwrap() {
+            assert!(doc.get(name.as_str().unwrap()).is_some(), "{doc}");
+        }
+    }
+}
+
+/// The ingest invocation's trace header arrives with the record: its log lines carry it.
+#[tokio::test]
+async fn a_records_trace_header_joins_its_log_lines() {
+    let aws = Aws::fresh().await;
+    let server = MockServer::start().await;
+    ok(&server, "zapier").await;
+    let r = router(
+        &aws,
+        DestinationSettings {
+            zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
+            ..DestinationSettings::default()
+        },
+    );
+    let env = envelope("lead-traced", r#"{"icp_score":10}"#, None);
+    let mut rec = record("m-traced", &env.to_json());
+    let trace = "Root=1-6741a0b2-5f1c2d3e4a5b6c7d8e9f0a1b;Parent=53995c3f42cd8ad8;Sampled=1";
+    rec.attributes.insert("AWSTraceHeader".into(), trace.into());
+    assert!(failures(&r, vec![rec], soon(30)).await.is_empty());
+    let log = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/router.log"),
+    )
+    .unwrap();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["lead_id"] == "lead-traced" && l["destination"] == "zapier")
+        .expect("the delivery line");
+    assert_eq!(line["xrayTraceId"], trace);
+    assert_eq!(line["message_id"], "m-traced");
 }

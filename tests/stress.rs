@@ -195,6 +195,7 @@ async fn router_faults() -> Row {
             },
             request_timeout: Duration::from_millis(800),
             delivery_ttl_seconds: 3600,
+            max_receive_count: None,
         },
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(destinations, Duration::from_millis(500)).unwrap(),
@@ -242,7 +243,7 @@ async fn router_faults() -> Row {
         sqs: &aws.sqs,
         queue_url: &queue,
         queue_arn: &queue_arn,
-        router: &router,
+        handler: &router,
         invocation_time: Duration::from_secs(3),
     };
     let start = Instant::now();

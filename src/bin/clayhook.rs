@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole pipeline locally: moto_server, ingest on :3000, the router on the queue.
+    /// Run the whole pipeline locally: moto_server, ingest on :3000, the router on the lead queue,
+    /// and the feeder on the intake queue when CLAY_WEBHOOK_URLS is set.
     Local {
         /// Where ingest listens (the port `sam local start-api` uses).
         #[arg(long, default_value = "127.0.0.1:3000")]
@@ -30,9 +31,54 @@ enum Command {
         #[arg(long, env = "MOTO_SERVER", default_value = ".venv/bin/moto_server")]
         moto_server: PathBuf,
     },
+    /// Push rows into Clay tables through their webhook sources: one JSON object per POST, paced,
+    /// retried, counted against Clay's 50,000 submissions per webhook, resumable.
+    ///
+    /// Exit status: 0 all rows sent (or already sent), 1 some rows failed (written to the
+    /// failed-rows file), 2 bad arguments or input, 3 stopped early (limit reached or webhook
+    /// refused; a re-run goes on where it stopped).
+    Push(PushArgs),
+    /// Inspect and redrive the lead queue's dead-letter queue (AWS settings from the usual
+    /// environment: AWS_REGION, credentials, AWS_ENDPOINT_URL for moto_server).
+    Dlq {
+        /// The dead-letter queue's URL (the stack's DeadLetterQueueUrl output).
+        #[arg(long, env = "DLQ_URL")]
+        dlq_url: String,
+        /// The table holding the delivery ledger (the stack's LeadsTableName output).
+        #[arg(long, env = "IDEMPOTENCY_TABLE")]
+        table: String,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Re-sign a Standard Webhooks API Gateway event (events/*.json) with the current time and
     /// the whsec_ secret in CLAY_WEBHOOK_SECRETS; prints the event.
     SignEvent { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// One line per record: message id, lead ID, source, receives, destinations delivered and owed.
+    List,
+    /// One record (by message id or lead ID) as JSON, with the ledger's view. Emails are masked.
+    Show {
+        id: String,
+        /// Show email addresses unmasked.
+        #[arg(long)]
+        show_email: bool,
+    },
+    /// Send records back to the lead queue; the router delivers only to destinations the
+    /// ledger has not recorded. Records that are not clayhook envelopes stay in the DLQ.
+    Redrive {
+        /// The lead queue's URL (the stack's LeadQueueUrl output).
+        #[arg(long, env = "LEAD_QUEUE_URL")]
+        queue_url: String,
+        /// Only this record (message id or lead ID).
+        #[arg(long)]
+        id: Option<String>,
+        /// Show what would be redriven; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,7 +97,7 @@ fn main() -> ExitCode {
             moto_server,
         } => {
             // Same log set-up as the Lambdas (AWS_LAMBDA_LOG_LEVEL, AWS_LAMBDA_LOG_FORMAT).
-            lambda_runtime::tracing::init_default_subscriber();
+            clayhook::logging::init();
             runtime
                 .block_on(clayhook::local::run(clayhook::local::LocalOptions {
                     listen,
@@ -61,6 +107,12 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }
         Command::SignEvent { file } => sign_event(&file),
+        Command::Dlq {
+            dlq_url,
+            table,
+            action,
+        } => runtime.block_on(dlq(dlq_url, table, action)),
+        Command::Push(args) => return runtime.block_on(push(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,5 +132,213 @@ fn sign_event(file: &std::path::Path) -> Result<(), String> {
         .unwrap_or(0);
     let signed = clayhook::events::resign_standard_webhooks(&text, &secrets, now)?;
     println!("{signed}");
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    /// A Clay webhook URL; repeat to rotate to the next one when a webhook reaches the limit.
+    #[arg(long = "webhook", required = true)]
+    webhooks: Vec<String>,
+    /// The webhook's authentication token (sent as x-clay-webhook-auth): one for all
+    /// webhooks, or one per --webhook in the same order.
+    #[arg(
+        long = "auth-token",
+        env = "CLAY_WEBHOOK_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    auth_tokens: Vec<String>,
+    /// Rows per second, at most 10 (Clay's limit per workspace).
+    #[arg(long, default_value_t = clayhook::feed::DEFAULT_RATE_PER_SECOND)]
+    rate: f64,
+    /// Submissions per webhook before rotating (Clay's limit).
+    #[arg(long, env = "CLAY_SUBMISSION_LIMIT", default_value_t = clayhook::feed::CLAY_SUBMISSION_LIMIT)]
+    limit: u64,
+    /// The state file: submissions per webhook and rows already accepted.
+    #[arg(long, default_value = ".clayhook-push-state.jsonl")]
+    state: PathBuf,
+    /// Where failed rows go [default: FILE.failed.jsonl, or clayhook-push.failed.jsonl for -].
+    #[arg(long)]
+    failed: Option<PathBuf>,
+    /// csv or jsonl [default: from the extension; on standard input, jsonl if it starts with {].
+    #[arg(long, value_parser = ["csv", "jsonl"])]
+    format: Option<String>,
+    /// Attempts per row (429, 5xx, timeouts are retried with backoff).
+    #[arg(long, default_value_t = 5)]
+    max_attempts: u32,
+    /// Longest wait for one answer, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// CSV with a header row, or JSON Lines (one object per line); - reads standard input.
+    file: PathBuf,
+}
+
+async fn push(a: PushArgs) -> ExitCode {
+    use clayhook::feed::push::{Format, PushOptions};
+    use std::io::IsTerminal;
+    let usage = |e: String| {
+        eprintln!("clayhook push: {e}");
+        ExitCode::from(2)
+    };
+    let webhooks = match clayhook::feed::webhooks(&a.webhooks, &a.auth_tokens) {
+        Ok(w) => w,
+        Err(e) => return usage(e.to_string()),
+    };
+    let rate = match clayhook::feed::rate(a.rate) {
+        Ok(r) => r,
+        Err(e) => return usage(e.to_string()),
+    };
+    if a.limit == 0 || a.max_attempts == 0 {
+        return usage("--limit and --max-attempts must be at least 1".into());
+    }
+    let failed = a.failed.unwrap_or_else(|| {
+        if a.file.as_os_str() == "-" {
+            PathBuf::from("clayhook-push.failed.jsonl")
+        } else {
+            let mut name = a.file.clone().into_os_string();
+            name.push(".failed.jsonl");
+            PathBuf::from(name)
+        }
+    });
+    let options = PushOptions {
+        webhooks,
+        input: a.file,
+        format: a.format.map(|f| {
+            if f == "csv" {
+                Format::Csv
+            } else {
+                Format::Jsonl
+            }
+        }),
+        state: a.state,
+        failed,
+        rate,
+        limit: a.limit,
+        retry: clayhook::router::retry::RetryPolicy {
+            max_attempts: a.max_attempts,
+            base: std::time::Duration::from_millis(500),
+            cap: std::time::Duration::from_secs(30),
+            safety_margin: std::time::Duration::ZERO,
+        },
+        progress: !a.quiet && std::io::stderr().is_terminal(),
+    };
+    let timeout = std::time::Duration::from_millis(a.timeout_ms.max(1));
+    let client = match clayhook::feed::clay::ClayClient::new(
+        timeout.min(std::time::Duration::from_secs(10)),
+        timeout,
+    ) {
+        Ok(c) => c,
+        Err(e) => return usage(format!("cannot build the HTTP client: {e}")),
+    };
+    match clayhook::feed::push::push(&options, &client).await {
+        Ok(summary) => {
+            print!("{}", summary.report(options.limit, &options.state));
+            if summary.stop.is_some() {
+                ExitCode::from(3)
+            } else if summary.failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => usage(e.to_string()),
+    }
+}
+
+async fn dlq(dlq_url: String, table: String, action: DlqAction) -> Result<(), String> {
+    use clayhook::dlq::{DeadLetters, MAX_MESSAGES, RedriveOutcome};
+    let rules = match std::env::var("ROUTING_RULES")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(text) => clayhook::router::rules::parse_rules(&text).map_err(|e| e.to_string())?,
+        None => clayhook::router::rules::default_rules(),
+    };
+    let sdk = clayhook::aws::sdk_config().await;
+    let dead = DeadLetters {
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        ddb: aws_sdk_dynamodb::Client::new(&sdk),
+        table,
+        dlq_url,
+        rules,
+    };
+    match action {
+        DlqAction::List => {
+            let all = dead.list(MAX_MESSAGES).await.map_err(|e| e.to_string())?;
+            for d in &all {
+                println!("{}", d.line());
+            }
+            println!("{} record(s) in the dead-letter queue", all.len());
+        }
+        DlqAction::Show { id, show_email } => {
+            let d = dead.show(&id).await.map_err(|e| e.to_string())?;
+            let text =
+                serde_json::to_string_pretty(&d.detail(show_email)).map_err(|e| e.to_string())?;
+            println!("{text}");
+        }
+        DlqAction::Redrive {
+            queue_url,
+            id,
+            dry_run,
+        } => {
+            let report = dead
+                .redrive(&queue_url, id.as_deref(), dry_run)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut failed = 0;
+            let mut moved = 0;
+            for (d, outcome) in &report {
+                let lead = d.envelope.as_ref().map_or("-", |e| e.id.as_str());
+                let owed = d
+                    .owed
+                    .iter()
+                    .map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                match outcome {
+                    RedriveOutcome::Redriven => {
+                        moved += 1;
+                        println!("redriven {}  lead {lead}  owed {owed}", d.message_id)
+                    }
+                    RedriveOutcome::WouldRedrive => {
+                        moved += 1;
+                        println!("would redrive {}  lead {lead}  owed {owed}", d.message_id)
+                    }
+                    RedriveOutcome::NotAnEnvelope => println!(
+                        "left {}: not a clayhook envelope (inspect it with dlq show)",
+                        d.message_id
+                    ),
+                    RedriveOutcome::Failed(e) => {
+                        failed += 1;
+                        println!("failed {}: {e}", d.message_id)
+                    }
+                }
+            }
+            if let Some(only) = &id
+                && report.is_empty()
+            {
+                return Err(format!(
+                    "no message in the DLQ has the message id or lead ID {only:?}"
+                ));
+            }
+            println!(
+                "{} {moved} record(s){}",
+                if dry_run { "would redrive" } else { "redrove" },
+                if dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
+                }
+            );
+            if failed > 0 {
+                return Err(format!(
+                    "{failed} record(s) could not be redriven; they stay in the DLQ"
+                ));
+            }
+        }
+    }
     Ok(())
 }

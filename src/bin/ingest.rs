@@ -7,8 +7,13 @@ use clayhook::queue::sqs::SqsLeadQueue;
 use lambda_http::{Error, service_fn};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+async fn main() -> std::process::ExitCode {
+    clayhook::logging::init();
+    clayhook::metrics::init(std::env::var("METRICS_NAMESPACE").ok().as_deref(), "ingest");
+    clayhook::logging::exit_code(serve().await)
+}
+
+async fn serve() -> Result<(), Error> {
     let config = IngestConfig::from_env().inspect_err(|e| {
         tracing::error!(error = %e, "refusing to start: configuration is invalid");
     })?;

@@ -13,7 +13,7 @@ pub const UNAVAILABLE_RETRY_AFTER: &str = "5";
 
 pub fn respond(result: &Result<Outcome, IngestError>) -> Response<Body> {
     let (status, body, retry_after) = match result {
-        Ok(Outcome::Accepted { id, message_id }) => (
+        Ok(Outcome::Accepted { id, message_id, .. }) => (
             StatusCode::ACCEPTED,
             json!({"status": "accepted", "id": id, "message_id": message_id}),
             None,
@@ -47,6 +47,15 @@ pub fn respond(result: &Result<Outcome, IngestError>) -> Response<Body> {
         headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
     response
+}
+
+/// The error code an answer carries (`unauthorized`, `invalid_json`, ...): the `Reason` of the
+/// `Rejected` metric.
+pub fn error_code(e: &IngestError) -> String {
+    error_body(e).1["error"]["code"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 fn error(code: &str, message: &str) -> Value {

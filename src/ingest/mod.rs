@@ -44,6 +44,8 @@ pub struct IngestRequest<'a> {
     pub received_at: SystemTime,
     /// Time left before the Lambda is killed, when known: the in-progress lock's length.
     pub remaining: Option<Duration>,
+    /// The invocation's X-Ray trace header, when tracing is on.
+    pub trace_header: Option<&'a str>,
 }
 
 /// A request that got through.
@@ -52,6 +54,8 @@ pub enum Outcome {
     Accepted {
         id: String,
         message_id: String,
+        /// How long SQS took to take the message.
+        enqueue: Duration,
     },
     Duplicate {
         id: String,
@@ -162,10 +166,12 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             s.tolerance_seconds,
         )?;
         let (lead, warnings) = Lead::parse(req.body)?;
+        let key = derive_key(&s.key_spec, req.headers, req.body, &lead);
+        // From here on every log line of this request carries the lead's ID.
+        tracing::Span::current().record("lead_id", key.id.as_str());
         for w in &warnings {
             warn!(field = w.field, key = %w.key, reason = w.reason, "unparseable value: field left absent, kept under extra");
         }
-        let key = derive_key(&s.key_spec, req.headers, req.body, &lead);
         if key.fell_back_to_body {
             warn!("configured idempotency key missing from the request: using the body");
         }
@@ -186,13 +192,17 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             body: envelope.to_json(),
             id: key.id.clone(),
             group: source.unwrap_or_else(|| "default".to_string()),
+            trace_header: req.trace_header.map(str::to_string),
         };
-        let message_id = match self.queue.send(&message).await {
+        let sending = std::time::Instant::now();
+        let sent = self.queue.send(&message).await;
+        let enqueue = sending.elapsed();
+        let message_id = match sent {
             Ok(m) => m,
             Err(e) => {
-                warn!(id = %key.id, error = %e, "enqueue failed: releasing the idempotency claim");
+                warn!(error = %e, "enqueue failed: releasing the idempotency claim");
                 if let Err(d) = self.store.abandon(&claim).await {
-                    warn!(id = %key.id, error = %d, "could not delete the claim; it expires on its own");
+                    warn!(error = %d, "could not delete the claim; it expires on its own");
                 }
                 return Err(e.into());
             }
@@ -205,12 +215,13 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             .complete(&key.id, &message_id, completed_expiry)
             .await
         {
-            warn!(id = %key.id, error = %e, "lead queued but the record could not be completed");
+            warn!(error = %e, "lead queued but the record could not be completed");
         }
-        info!(id = %key.id, scheme = scheme.as_str(), "accepted");
+        info!(scheme = scheme.as_str(), "accepted");
         Ok(Outcome::Accepted {
             id: key.id,
             message_id,
+            enqueue,
         })
     }
 
@@ -225,7 +236,7 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             };
             match judge(&held, claim.body_hash.as_deref(), claim.now_ms) {
                 Verdict::Duplicate { message_id } => {
-                    info!(id = %claim.id, "duplicate");
+                    info!("duplicate");
                     return Ok(Some(Outcome::Duplicate {
                         id: claim.id.clone(),
                         message_id,

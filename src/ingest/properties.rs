@@ -117,6 +117,7 @@ proptest! {
             body: &body,
             received_at: UNIX_EPOCH + Duration::from_secs(T0),
             remaining: Some(Duration::from_secs(3)),
+            trace_header: None,
         }));
         let response = http::respond(&result);
         let status = response.status().as_u16();

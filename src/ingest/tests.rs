@@ -89,6 +89,7 @@ async fn call(
         body,
         received_at: UNIX_EPOCH + Duration::from_secs(T0),
         remaining,
+        trace_header: None,
     })
     .await
 }

@@ -17,8 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Env, IngestConfig, RouterConfig};
+use crate::config::{Env, FeederConfig, IngestConfig, RouterConfig};
 use crate::destinations::HttpDestinations;
+use crate::feed::clay::ClayClient;
+use crate::feed::dynamodb::DynamoDbFeedStore;
+use crate::feed::feeder::Feeder;
+use crate::feed::sqs::SqsIntake;
 use crate::idempotency::dynamodb::DynamoDbIdempotencyStore;
 use crate::ingest::Ingest;
 use crate::queue::sqs::SqsLeadQueue;
@@ -29,9 +33,13 @@ use printing::PrintingDestinations;
 pub const LOCAL_TABLE: &str = "clayhook-local";
 pub const LOCAL_QUEUE: &str = "clayhook-leads";
 pub const LOCAL_DLQ: &str = "clayhook-leads-dlq";
+pub const LOCAL_INTAKE: &str = "clayhook-intake";
+pub const LOCAL_INTAKE_DLQ: &str = "clayhook-intake-dlq";
 /// Local redeliveries come back quickly so failures are visible.
 const LOCAL_VISIBILITY_SECONDS: i32 = 10;
-const LOCAL_MAX_RECEIVE_COUNT: &str = "5";
+const LOCAL_MAX_RECEIVE_COUNT: u32 = 5;
+/// As the template's FeederMaxReceiveCount: held-back rows come back many times by design.
+const LOCAL_INTAKE_MAX_RECEIVE_COUNT: u32 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -109,11 +117,26 @@ fn first_token(secrets: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Creates the table, the queue and its DLQ on moto. Returns (queue URL, queue ARN).
+/// A queue on moto with its dead-letter queue behind it.
+#[derive(Debug, Clone)]
+pub struct LocalQueue {
+    pub url: String,
+    pub arn: String,
+    pub dead_letter_url: String,
+}
+
+/// What `create_resources` made on moto.
+#[derive(Debug, Clone)]
+pub struct LocalResources {
+    pub leads: LocalQueue,
+    pub intake: LocalQueue,
+}
+
+/// Creates the table, the lead queue and the feeder's intake queue, each with its DLQ, on moto.
 pub async fn create_resources(
     ddb: &aws_sdk_dynamodb::Client,
     sqs: &aws_sdk_sqs::Client,
-) -> Result<(String, String), LocalError> {
+) -> Result<LocalResources, LocalError> {
     let key = |name: &str| {
         KeySchemaElement::builder()
             .attribute_name(name)
@@ -133,31 +156,54 @@ pub async fn create_resources(
         .send()
         .await
         .map_err(|e| setup(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    let dlq_url = sqs
-        .create_queue()
-        .queue_name(LOCAL_DLQ)
+    Ok(LocalResources {
+        leads: create_queue(sqs, LOCAL_QUEUE, LOCAL_DLQ, LOCAL_MAX_RECEIVE_COUNT).await?,
+        intake: create_queue(
+            sqs,
+            LOCAL_INTAKE,
+            LOCAL_INTAKE_DLQ,
+            LOCAL_INTAKE_MAX_RECEIVE_COUNT,
+        )
+        .await?,
+    })
+}
+
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    dead_letter_name: &str,
+    max_receive_count: u32,
+) -> Result<LocalQueue, LocalError> {
+    let create = |name: &str| {
+        sqs.create_queue().queue_name(name).attributes(
+            QueueAttributeName::VisibilityTimeout,
+            LOCAL_VISIBILITY_SECONDS.to_string(),
+        )
+    };
+    let dead_letter_url = create(dead_letter_name)
         .send()
         .await
         .map_err(|e| setup(aws_sdk_sqs::error::DisplayErrorContext(e)))?
         .queue_url
         .unwrap_or_default();
-    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
-    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": LOCAL_MAX_RECEIVE_COUNT});
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(LOCAL_QUEUE)
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            LOCAL_VISIBILITY_SECONDS.to_string(),
-        )
+    let dead_letter_arn = queue_arn(sqs, &dead_letter_url).await?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dead_letter_arn,
+        "maxReceiveCount": max_receive_count.to_string(),
+    });
+    let url = create(name)
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
         .await
         .map_err(|e| setup(aws_sdk_sqs::error::DisplayErrorContext(e)))?
         .queue_url
         .unwrap_or_default();
-    let queue_arn = queue_arn(sqs, &queue_url).await?;
-    Ok((queue_url, queue_arn))
+    let arn = queue_arn(sqs, &url).await?;
+    Ok(LocalQueue {
+        url,
+        arn,
+        dead_letter_url,
+    })
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, LocalError> {
@@ -190,7 +236,8 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
         .await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let (queue_url, queue_arn) = create_resources(&ddb, &sqs).await?;
+    let resources = create_resources(&ddb, &sqs).await?;
+    let queue_url = resources.leads.url.clone();
 
     // The user's environment, with the local resources (and a token if none is set) on top.
     let secrets = std::env::var("CLAY_WEBHOOK_SECRETS")
@@ -201,10 +248,17 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
         ("CLAY_WEBHOOK_SECRETS", secrets.clone()),
         ("IDEMPOTENCY_TABLE", LOCAL_TABLE.to_string()),
         ("LEAD_QUEUE_URL", queue_url.clone()),
+        ("FEEDER_QUEUE_URL", resources.intake.url.clone()),
+        ("FEEDER_DLQ_URL", resources.intake.dead_letter_url.clone()),
     ]);
     let env = Env(move |k: &str| overrides.get(k).cloned().or_else(|| std::env::var(k).ok()));
     let ingest_config = IngestConfig::read(&env)?;
     let router_config = RouterConfig::read(&env)?;
+    // The feeder runs only when there is a Clay table to feed, as the template's FeederEnabled.
+    let feeder = match env.optional("CLAY_WEBHOOK_URLS") {
+        Some(_) => Some(feeder(&env, &ddb, &sqs)?),
+        None => None,
+    };
 
     let ingest = Arc::new(Ingest {
         settings: ingest_config.settings,
@@ -237,6 +291,15 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
     println!(
         "  router      polling the queue; unconfigured destinations print what they would receive"
     );
+    let intake = &resources.intake;
+    match &feeder {
+        Some(f) => println!(
+            "  feeder      {}  (DLQ {LOCAL_INTAKE_DLQ}) -> {} Clay webhook(s)",
+            intake.url,
+            f.settings.webhooks.len()
+        ),
+        None => println!("  feeder      off: set CLAY_WEBHOOK_URLS to feed a Clay table"),
+    }
     match first_token(&secrets) {
         Some(token) => {
             println!("\nTry it (local token, not a real secret):\n");
@@ -251,24 +314,40 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
             "\nCLAY_WEBHOOK_SECRETS holds only whsec_ secrets: sign requests the Standard Webhooks way."
         ),
     }
+    if feeder.is_some() {
+        // moto picks the service from the Authorization header; it checks no signature.
+        println!("\nFeed Clay a row through the intake queue:\n");
+        println!("curl -s {} -d Action=SendMessage \\", intake.url);
+        println!(
+            "  -H 'Authorization: AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0' \\"
+        );
+        println!(
+            "  --data-urlencode 'MessageBody={{\"email\":\"jane@example.com\",\"company\":\"Acme\"}}'"
+        );
+    }
     println!("\nCtrl-C stops everything.");
 
-    let poller = Poller {
+    let invocation_time = Duration::from_secs(LOCAL_VISIBILITY_SECONDS as u64 - 1);
+    let leads = Poller {
         sqs: &sqs,
         queue_url: &queue_url,
-        queue_arn: &queue_arn,
-        router: &router,
-        invocation_time: Duration::from_secs(LOCAL_VISIBILITY_SECONDS as u64 - 1),
+        queue_arn: &resources.leads.arn,
+        handler: &router,
+        invocation_time,
     };
-    let poll_loop = async {
-        loop {
-            if let Err(e) = poller.poll_once(Duration::from_secs(1)).await {
-                eprintln!(
-                    "poll failed: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    let feeding = async {
+        match &feeder {
+            Some(f) => {
+                let poller = Poller {
+                    sqs: &sqs,
+                    queue_url: &intake.url,
+                    queue_arn: &intake.arn,
+                    handler: f,
+                    invocation_time,
+                };
+                poll_forever(&poller).await
             }
+            None => std::future::pending().await,
         }
     };
     let mut term =
@@ -276,10 +355,46 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => println!("\nstopping"),
         _ = term.recv() => println!("\nstopping"),
-        _ = poll_loop => {}
+        _ = poll_forever(&leads) => {}
+        _ = feeding => {}
     }
     server.abort();
     Ok(())
 }
 
-use poller::Poller;
+type LocalFeeder = Feeder<DynamoDbFeedStore, SqsIntake>;
+
+/// The feeder as its Lambda builds it, on the local table and intake queue.
+fn feeder<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    ddb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<LocalFeeder, LocalError> {
+    let config = FeederConfig::read(env)?;
+    Ok(Feeder::new(
+        config.settings,
+        DynamoDbFeedStore::new(ddb.clone(), config.table),
+        SqsIntake {
+            client: sqs.clone(),
+            queue_url: config.queue_url,
+            dead_letter_url: config.dead_letter_url,
+        },
+        ClayClient::new(config.connect_timeout, config.request_timeout)?,
+    ))
+}
+
+/// Stands in for an event source mapping: receive, invoke, delete, forever.
+async fn poll_forever<H: SqsBatchHandler>(poller: &Poller<'_, H>) {
+    loop {
+        if let Err(e) = poller.poll_once(Duration::from_secs(1)).await {
+            eprintln!(
+                "poll of {} failed: {}",
+                poller.queue_url,
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+use poller::{Poller, SqsBatchHandler};

@@ -1,14 +1,48 @@
-//! Polls the lead queue and hands batches to the router, as the Lambda event source mapping
-//! does: records the router reports failed stay on the queue and come back after the
+//! Polls an SQS queue and hands batches to a function's handler, as the Lambda event source
+//! mapping does: records the handler reports failed stay on the queue and come back after the
 //! visibility timeout (and reach the DLQ after `maxReceiveCount`); the rest are deleted.
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use crate::destinations::Destinations;
-use crate::router::Router;
+use crate::feed::feeder::{FeedStore, Feeder, FeederError, Intake};
 use crate::router::ledger::DeliveryLedger;
+use crate::router::{Router, RouterError};
+
+/// A function behind an SQS event source mapping with partial batch responses.
+pub trait SqsBatchHandler {
+    type Error: std::fmt::Display;
+    fn handle_batch(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+    ) -> impl Future<Output = Result<SqsBatchResponse, Self::Error>>;
+}
+
+impl<L: DeliveryLedger, D: Destinations> SqsBatchHandler for Router<L, D> {
+    type Error = RouterError;
+    fn handle_batch(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+    ) -> impl Future<Output = Result<SqsBatchResponse, RouterError>> {
+        self.handle(event, deadline)
+    }
+}
+
+impl<S: FeedStore, Q: Intake> SqsBatchHandler for Feeder<S, Q> {
+    type Error = FeederError;
+    fn handle_batch(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+    ) -> impl Future<Output = Result<SqsBatchResponse, FeederError>> {
+        self.handle(event, deadline)
+    }
+}
 
 /// SQS `ReceiveMessage` results as the Lambda SQS event the router receives.
 pub fn event_from_messages(messages: &[Message], queue_arn: &str, region: &str) -> SqsEvent {
@@ -30,17 +64,17 @@ pub fn event_from_messages(messages: &[Message], queue_arn: &str, region: &str) 
     event
 }
 
-pub struct Poller<'a, L, D> {
+pub struct Poller<'a, H> {
     pub sqs: &'a aws_sdk_sqs::Client,
     pub queue_url: &'a str,
     pub queue_arn: &'a str,
-    pub router: &'a Router<L, D>,
-    /// What the router function's timeout would be.
+    pub handler: &'a H,
+    /// What the function's timeout would be.
     pub invocation_time: Duration,
 }
 
-impl<L: DeliveryLedger, D: Destinations> Poller<'_, L, D> {
-    /// One receive (long poll up to `wait`), one router invocation, deletes. Returns the number
+impl<H: SqsBatchHandler> Poller<'_, H> {
+    /// One receive (long poll up to `wait`), one invocation, deletes. Returns the number
     /// of records handed to the router.
     pub async fn poll_once(&self, wait: Duration) -> Result<usize, aws_sdk_sqs::Error> {
         let out = self
@@ -60,17 +94,20 @@ impl<L: DeliveryLedger, D: Destinations> Poller<'_, L, D> {
         let region = self.queue_arn.split(':').nth(3).unwrap_or("us-east-1");
         let event = event_from_messages(&messages, self.queue_arn, region);
         let deadline = SystemTime::now() + self.invocation_time;
-        let failed: Vec<String> = match self.router.handle(event, deadline).await {
+        let failed: Vec<String> = match self.handler.handle_batch(event, deadline).await {
             Ok(resp) => resp
                 .batch_item_failures
                 .into_iter()
                 .map(|f| f.item_identifier)
                 .collect(),
             // A failed invocation: every record comes back.
-            Err(_) => messages
-                .iter()
-                .filter_map(|m| m.message_id.clone())
-                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "invocation failed; the whole batch comes back");
+                messages
+                    .iter()
+                    .filter_map(|m| m.message_id.clone())
+                    .collect()
+            }
         };
         let entries: Vec<DeleteMessageBatchRequestEntry> = messages
             .iter()

@@ -13,6 +13,9 @@ pub struct OutgoingMessage {
     pub id: String,
     /// The FIFO message group: the `{source}` (or `default`), so a table's leads keep their order.
     pub group: String,
+    /// The X-Ray trace header of the ingest invocation, carried to the router as the message's
+    /// `AWSTraceHeader` system attribute.
+    pub trace_header: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

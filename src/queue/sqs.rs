@@ -2,6 +2,7 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
 
 use super::{LeadQueue, OutgoingMessage, QueueError};
 
@@ -27,6 +28,17 @@ impl LeadQueue for SqsLeadQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(&message.body);
+        if let Some(trace) = &message.trace_header {
+            let attribute = MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(trace)
+                .build()
+                .map_err(|e| QueueError(e.to_string()))?;
+            req = req.message_system_attributes(
+                MessageSystemAttributeNameForSends::AwsTraceHeader,
+                attribute,
+            );
+        }
         if self.fifo {
             req = req
                 .message_group_id(&message.group)

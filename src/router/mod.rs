@@ -12,6 +12,7 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::destinations::Destinations;
 use crate::envelope::Envelope;
+use crate::metrics::Metrics;
 use ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
 use retry::{Attempt, Next, RetryPolicy, classify};
 use rules::{DestinationName, RoutingRule, route};
@@ -26,6 +27,9 @@ pub struct RouterSettings {
     pub request_timeout: Duration,
     /// How long the ledger remembers a delivery (seconds).
     pub delivery_ttl_seconds: i64,
+    /// The lead queue's `maxReceiveCount` (`MAX_RECEIVE_COUNT`), when known: a record failing on
+    /// that receive is counted as sent to the DLQ.
+    pub max_receive_count: Option<u32>,
 }
 
 pub struct Router<L, D> {
@@ -56,21 +60,40 @@ fn message_group(m: &SqsMessage) -> Option<&str> {
 }
 
 impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
-    /// Handles one batch. `deadline` is the Lambda's (or a local stand-in).
+    /// Handles one batch. `deadline` is the Lambda's (or a local stand-in). Prints the batch's
+    /// metrics when they are on (see [`crate::metrics`]).
     pub async fn handle(
         &self,
         event: SqsEvent,
         deadline: SystemTime,
     ) -> Result<SqsBatchResponse, RouterError> {
+        let metrics = Metrics::for_invocation();
+        let result = self.handle_with(event, deadline, &metrics).await;
+        metrics.flush();
+        result
+    }
+
+    /// [`Router::handle`], collecting metrics into `metrics`.
+    pub async fn handle_with(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+        metrics: &Metrics,
+    ) -> Result<SqsBatchResponse, RouterError> {
         let records = event.records;
         let total = records.len();
+        let last_receives: Vec<String> = records
+            .iter()
+            .filter(|r| self.is_last_receive(r))
+            .filter_map(|r| r.message_id.clone())
+            .collect();
         let fifo = records.iter().any(|r| message_group(r).is_some());
         let failed: Vec<Option<String>> = if fifo {
-            self.handle_fifo(records, deadline).await
+            self.handle_fifo(records, deadline, metrics).await
         } else {
             futures::stream::iter(records)
                 .map(|r| async move {
-                    let ok = self.record(&r, deadline).await.is_ok();
+                    let ok = self.record(&r, deadline, metrics).await.is_ok();
                     (!ok).then_some(r.message_id)
                 })
                 .buffer_unordered(self.settings.concurrency.max(1))
@@ -89,6 +112,23 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 None => return Err(RouterError::UnnamedFailure),
             }
         }
+        let to_dlq = response
+            .batch_item_failures
+            .iter()
+            .filter(|f| last_receives.contains(&f.item_identifier))
+            .count();
+        if to_dlq > 0 {
+            error!(
+                records = to_dlq,
+                "records failed on their last receive: they move to the dead-letter queue"
+            );
+        }
+        metrics.add("SentToDlq", to_dlq as f64, &[]);
+        metrics.add(
+            "RecordsFailed",
+            response.batch_item_failures.len() as f64,
+            &[],
+        );
         info!(
             records = total,
             failed = response.batch_item_failures.len(),
@@ -99,10 +139,20 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
 
     /// FIFO: groups run concurrently, each in order; after a failure the rest of its group is
     /// reported failed unprocessed, so SQS keeps the order.
+    /// Whether SQS moves this record to the DLQ if it fails now.
+    fn is_last_receive(&self, r: &SqsMessage) -> bool {
+        let received = r
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse::<u32>().ok());
+        matches!((self.settings.max_receive_count, received), (Some(max), Some(n)) if n >= max)
+    }
+
     async fn handle_fifo(
         &self,
         records: Vec<SqsMessage>,
         deadline: SystemTime,
+        metrics: &Metrics,
     ) -> Vec<Option<String>> {
         let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
         for r in records {
@@ -117,7 +167,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 let mut failed = Vec::new();
                 let mut blocked = false;
                 for r in group {
-                    if blocked || self.record(&r, deadline).await.is_err() {
+                    if blocked || self.record(&r, deadline, metrics).await.is_err() {
                         blocked = true;
                         failed.push(r.message_id);
                     }
@@ -131,14 +181,28 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
     }
 
     /// One record: parse, route, deliver. `Err` means it must be retried.
-    async fn record(&self, r: &SqsMessage, deadline: SystemTime) -> Result<(), ()> {
+    async fn record(
+        &self,
+        r: &SqsMessage,
+        deadline: SystemTime,
+        metrics: &Metrics,
+    ) -> Result<(), ()> {
         let message_id = r.message_id.clone().unwrap_or_default();
-        let span =
-            tracing::info_span!("record", message_id = %message_id, id = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "record",
+            message_id = %message_id,
+            lead_id = tracing::field::Empty,
+            xrayTraceId = tracing::field::Empty
+        );
+        // The ingest invocation's trace, carried by SQS: this record's log lines join it.
+        if let Some(trace) = r.attributes.get("AWSTraceHeader") {
+            span.record("xrayTraceId", trace.as_str());
+        }
         async {
             let envelope = match r.body.as_deref().map(Envelope::parse) {
                 Some(Ok(e)) => e,
                 Some(Err(e)) => {
+                    metrics.count("MalformedRecords", &[]);
                     warn!(error = %e, "malformed record: it fails alone");
                     return Err(());
                 }
@@ -147,7 +211,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                     return Err(());
                 }
             };
-            tracing::Span::current().record("id", envelope.id.as_str());
+            tracing::Span::current().record("lead_id", envelope.id.as_str());
             let wanted = route(
                 &self.settings.rules,
                 &envelope.lead,
@@ -162,13 +226,14 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 }
             }
             if targets.is_empty() {
+                metrics.count("Unrouted", &[]);
                 info!("no configured destination for this lead: skipped");
                 return Ok(());
             }
             let results = futures::future::join_all(
                 targets
                     .iter()
-                    .map(|d| self.deliver_once(&envelope, *d, deadline)),
+                    .map(|d| self.deliver_once(&envelope, *d, deadline, metrics)),
             )
             .await;
             if results.iter().all(Result::is_ok) {
@@ -187,6 +252,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         env: &Envelope,
         dest: DestinationName,
         deadline: SystemTime,
+        metrics: &Metrics,
     ) -> Result<(), ()> {
         let now = SystemTime::now();
         let claim = DeliveryClaim {
@@ -212,12 +278,13 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 return Err(());
             }
         }
-        match self.attempts(env, dest, deadline).await {
+        match self.attempts(env, dest, deadline, metrics).await {
             Ok(()) => {
                 if let Err(e) = self.ledger.delivered(&claim).await {
                     // Delivered all the same; the lock expires and a redelivery could resend.
                     error!(destination = %dest, error = %e, "delivered but not recorded");
                 }
+                metrics.count("Routed", &[("Destination", dest.as_str())]);
                 info!(destination = %dest, "delivered");
                 Ok(())
             }
@@ -235,6 +302,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         env: &Envelope,
         dest: DestinationName,
         deadline: SystemTime,
+        metrics: &Metrics,
     ) -> Result<(), ()> {
         let policy = &self.settings.retry;
         let mut attempt_no = 0;
@@ -264,8 +332,19 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 MIN_ATTEMPT_TIME,
             );
             log_failure(dest, attempt_no, &attempt, &class, &next);
+            let class_name = match class {
+                retry::Class::Permanent => "permanent",
+                _ => "transient",
+            };
+            metrics.count(
+                "DeliveryFailed",
+                &[("Destination", dest.as_str()), ("Class", class_name)],
+            );
             match next {
-                Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
+                Next::RetryAfter(wait) => {
+                    metrics.count("Retries", &[("Destination", dest.as_str())]);
+                    tokio::time::sleep(wait).await
+                }
                 Next::GiveUp(_) => return Err(()),
             }
         }

@@ -116,3 +116,65 @@ pub fn function_env(function: &str, overrides: &[(&str, String)]) -> HashMap<Str
     }
     env
 }
+
+/// A function's log as the emulator captured it, checked line by line: every line the function
+/// wrote is one JSON object; each line written while an invocation runs (between the emulator's
+/// INVOKE START and END) carries the `requestId` of an invocation the emulator ran, log lines and metric
+/// documents alike. Lines outside any invocation (start-up, and the runtime's last words when the
+/// emulator goes away) may carry none, but any id they do carry must be real. Returns the objects.
+pub fn function_log_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("function log");
+    let is_emulator_line = |l: &str| {
+        l.starts_with("START RequestId: ")
+            || l.starts_with("END RequestId: ")
+            || l.starts_with("REPORT RequestId: ")
+            || (l.len() > 25 && l.as_bytes()[2] == b' ' && l.contains(" (rapid) "))
+    };
+    let ids: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("START RequestId: "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    let mut running = false;
+    let mut inside = 0;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if is_emulator_line(line) {
+            // The emulator prints START before the function's init; INVOKE START is the handler.
+            if line.contains("INVOKE START") {
+                running = true;
+            } else if line.starts_with("END RequestId: ") {
+                running = false;
+            }
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {line}", path.display(), n + 1));
+        assert!(
+            value.is_object(),
+            "{}:{}: not an object",
+            path.display(),
+            n + 1
+        );
+        let id = value["requestId"].as_str();
+        if running || id.is_some() {
+            assert!(
+                ids.contains(id.unwrap_or_default()),
+                "{}:{}: no requestId of an invocation: {line}",
+                path.display(),
+                n + 1
+            );
+            inside += 1;
+        }
+        out.push(value);
+    }
+    assert!(
+        inside > 0,
+        "{}: no line written during an invocation",
+        path.display()
+    );
+    out
+}

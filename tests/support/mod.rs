@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod clay;
 pub mod emulator;
 
 use aws_config::Region;
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `moto_server` executable: `$MOTO_SERVER`, else the project venv's.
-fn moto_path() -> PathBuf {
+pub fn moto_path() -> PathBuf {
     if let Ok(p) = std::env::var("MOTO_SERVER") {
         return PathBuf::from(p);
     }
@@ -100,17 +101,12 @@ pub fn dead_endpoint() -> String {
 pub fn capture_logs() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
-        use lambda_runtime::tracing::subscriber::{self, EnvFilter};
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let file = std::fs::File::create(dir.join(format!("{}.log", env!("CARGO_CRATE_NAME"))))
             .expect("log file");
-        let sub = subscriber::fmt()
-            .json()
-            .with_env_filter(EnvFilter::new("info,clayhook=debug"))
-            .with_writer(std::sync::Mutex::new(file))
-            .finish();
-        let _ = lambda_runtime::tracing::subscriber::util::SubscriberInitExt::try_init(sub);
+        // The functions' own line format; clayhook at DEBUG so more lines meet the hygiene check.
+        clayhook::logging::init_with(true, "info,clayhook=debug", std::sync::Mutex::new(file));
     });
 }
 

@@ -1,0 +1,404 @@
+//! The feeder use case: an intake SQS batch in, rows posted to Clay, a partial batch response
+//! out. Records are sent one at a time under the pace; while the circuit breaker is open (too
+//! many consecutive failures, the daily budget spent, every webhook at its limit) records are
+//! not attempted: they are reported failed and their visibility pushed to the reopening time, so
+//! they wait on the queue instead of burning through their receives.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::{Instrument, error, info, warn};
+
+use super::clay::ClayClient;
+use super::{
+    BreakerPolicy, BreakerState, ClayWebhook, Pace, budget_day, prepare_raw, webhook_refused,
+};
+use crate::metrics::Metrics;
+use crate::router::retry::{Attempt, Class, RetryPolicy, classify};
+
+/// SQS keeps a message invisible for at most 12 hours.
+const MAX_POSTPONE_SECONDS: i64 = 43_200;
+/// Shortest time left worth starting a submission in.
+const MIN_TIME_FOR_A_ROW: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+#[error("feeder state unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// The feeder's state in the table: counters, the breaker, rows already sent.
+pub trait FeedStore: Send + Sync {
+    fn breaker(&self) -> impl Future<Output = Result<BreakerState, StoreError>> + Send;
+    fn save_breaker(&self, s: BreakerState) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Adds one to `counter` if it is below `limit`; `false` when the limit is reached.
+    fn take(
+        &self,
+        counter: &str,
+        limit: u64,
+        expires_at: Option<i64>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Adds `delta` (negative to give back) without a condition.
+    fn add(&self, counter: &str, delta: i64)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn was_sent(&self, message_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn mark_sent(
+        &self,
+        message_id: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("intake queue: {0}")]
+pub struct IntakeError(pub String);
+
+/// The intake queue's side: holding records back, and moving hopeless ones to the DLQ.
+pub trait Intake: Send + Sync {
+    fn postpone(
+        &self,
+        receipt_handle: &str,
+        seconds: i64,
+    ) -> impl Future<Output = Result<(), IntakeError>> + Send;
+    fn dead_letter(
+        &self,
+        message: &SqsMessage,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), IntakeError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct FeederSettings {
+    pub webhooks: Vec<ClayWebhook>,
+    /// Submissions per webhook (`CLAY_SUBMISSION_LIMIT`, Clay's 50,000).
+    pub limit: u64,
+    /// One instance's share of the rate: `FEEDER_RATE_PER_SECOND / FEEDER_MAX_CONCURRENCY`
+    /// (the event source mapping runs at most that many instances at once).
+    pub rate_per_instance: f64,
+    pub daily_budget: Option<u64>,
+    pub breaker: BreakerPolicy,
+    pub retry: RetryPolicy,
+    pub sent_ttl_seconds: i64,
+}
+
+pub struct Feeder<S, Q> {
+    pub settings: FeederSettings,
+    pub store: S,
+    pub intake: Q,
+    pub clay: ClayClient,
+    /// The first webhook not known to be at its limit (saves a write per row once one is full).
+    pub current: AtomicUsize,
+    /// Kept across invocations: a warm instance's next batch must not send its first row sooner
+    /// than one interval after the last batch's last row, or back-to-back batches would burst.
+    pace: tokio::sync::Mutex<Pace>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeederError {
+    #[error("a failed record has no message id; failing the whole batch")]
+    UnnamedFailure,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Sent, or sent before, or moved to the DLQ: delete it from the queue.
+    Done,
+    /// Failed: SQS offers it again after the visibility timeout.
+    Retry,
+    /// Not attempted: the breaker is open; hold it back until it closes.
+    Wait,
+}
+
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn webhook_counter(w: &ClayWebhook) -> String {
+    format!("feed#webhook#{}", w.key)
+}
+
+pub fn budget_counter(day: &str) -> String {
+    format!("feed#budget#{day}")
+}
+
+impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
+    pub fn new(settings: FeederSettings, store: S, intake: Q, clay: ClayClient) -> Self {
+        Feeder {
+            store,
+            intake,
+            clay,
+            current: AtomicUsize::new(0),
+            pace: tokio::sync::Mutex::new(Pace::per_second(settings.rate_per_instance)),
+            settings,
+        }
+    }
+
+    /// Handles one batch; prints its metrics when they are on (see [`crate::metrics`]).
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+    ) -> Result<SqsBatchResponse, FeederError> {
+        let metrics = Metrics::for_invocation();
+        let result = self.handle_with(event, deadline, &metrics).await;
+        metrics.flush();
+        result
+    }
+
+    /// [`Feeder::handle`], collecting metrics into `metrics`: `SentToClay`, `ClayFailed` by
+    /// `Class`, `Retries`, `DeadLettered`, `Waiting` (held back by the open breaker).
+    pub async fn handle_with(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+        metrics: &Metrics,
+    ) -> Result<SqsBatchResponse, FeederError> {
+        let mut breaker = match self.store.breaker().await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                error!(error = %e, "cannot read the circuit breaker; the batch will be retried");
+                None
+            }
+        };
+        // One invocation at a time per instance, so the lock is only ever contended in tests.
+        let mut pace = self.pace.lock().await;
+        let mut failed: Vec<&SqsMessage> = Vec::new();
+        for record in &event.records {
+            let id = record.message_id.as_deref().unwrap_or("");
+            let fate = match breaker.as_mut() {
+                None => Fate::Retry,
+                Some(b) if b.is_open(epoch_ms(SystemTime::now())) => Fate::Wait,
+                Some(b) => {
+                    self.record(record, b, &mut pace, deadline, metrics)
+                        .instrument(tracing::info_span!("record", message_id = id))
+                        .await
+                }
+            };
+            if fate == Fate::Wait {
+                metrics.count("Waiting", &[]);
+            }
+            if fate != Fate::Done {
+                failed.push(record);
+            }
+        }
+        // Once the breaker is open nothing is tried until it closes: every failed record of the
+        // batch waits that long, instead of coming back to find it still open.
+        if let Some(b) = breaker {
+            let now = epoch_ms(SystemTime::now());
+            if b.is_open(now) && !failed.is_empty() {
+                let seconds = ((b.open_until_ms - now) / 1000 + 1).clamp(1, MAX_POSTPONE_SECONDS);
+                info!(
+                    records = failed.len(),
+                    seconds, "circuit breaker open: records wait on the queue"
+                );
+                for handle in failed.iter().filter_map(|r| r.receipt_handle.as_deref()) {
+                    if let Err(e) = self.intake.postpone(handle, seconds).await {
+                        warn!(error = %e, "could not postpone a waiting record; it comes back sooner");
+                    }
+                }
+            }
+        }
+        let mut response = SqsBatchResponse::default();
+        for record in failed {
+            let Some(id) = record.message_id.clone().filter(|i| !i.is_empty()) else {
+                return Err(FeederError::UnnamedFailure);
+            };
+            let mut item = BatchItemFailure::default();
+            item.item_identifier = id;
+            response.batch_item_failures.push(item);
+        }
+        Ok(response)
+    }
+
+    async fn record(
+        &self,
+        record: &SqsMessage,
+        breaker: &mut BreakerState,
+        pace: &mut Pace,
+        deadline: SystemTime,
+        metrics: &Metrics,
+    ) -> Fate {
+        let id = record.message_id.as_deref().unwrap_or("");
+        let raw = record.body.as_deref().unwrap_or("");
+        match self.store.was_sent(id).await {
+            Ok(true) => {
+                info!("already handled by an earlier receive (sent, or dead-lettered); skipped");
+                return Fate::Done;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot check whether the row was sent");
+                return Fate::Retry;
+            }
+        }
+        let body = match prepare_raw(raw.as_bytes()) {
+            Ok(b) => b,
+            Err(reason) => return self.dead_letter(record, &reason.to_string(), metrics).await,
+        };
+        let now = SystemTime::now();
+        if deadline.duration_since(now).unwrap_or_default() < MIN_TIME_FOR_A_ROW {
+            return Fate::Retry;
+        }
+        // The daily budget first: a row that cannot be afforded today takes no webhook slot.
+        let budget = match self.settings.daily_budget {
+            None => None,
+            Some(limit) => {
+                let (day, ends_ms) = budget_day(epoch_ms(now));
+                let counter = budget_counter(&day);
+                match self
+                    .store
+                    .take(&counter, limit, Some(ends_ms / 1000 + 86_400))
+                    .await
+                {
+                    Ok(true) => Some(counter),
+                    Ok(false) => {
+                        warn!(budget = limit, day = %day, "daily submission budget spent; records wait until the next UTC day");
+                        *breaker = breaker.open_until(ends_ms);
+                        self.save(*breaker).await;
+                        return Fate::Wait;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot take from the daily budget");
+                        return Fate::Retry;
+                    }
+                }
+            }
+        };
+        let webhook = match self.webhook().await {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                error!(
+                    limit = self.settings.limit,
+                    webhooks = self.settings.webhooks.len(),
+                    "every Clay webhook has used its submission limit: create a new webhook source in Clay and add its URL to CLAY_WEBHOOK_URLS; records wait on the queue"
+                );
+                self.give_back(budget.as_deref(), -1).await;
+                *breaker = breaker
+                    .open_until(epoch_ms(now) + self.settings.breaker.cooldown.as_millis() as i64);
+                self.save(*breaker).await;
+                return Fate::Wait;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot take a webhook submission");
+                self.give_back(budget.as_deref(), -1).await;
+                return Fate::Retry;
+            }
+        };
+        let sub = self
+            .clay
+            .submit(webhook, &body, &self.settings.retry, pace, deadline)
+            .await;
+        metrics.add("Retries", f64::from(sub.attempts.saturating_sub(1)), &[]);
+        // One submission was taken up front; settle to what the attempts may have used.
+        let delta = i64::from(sub.counted) - 1;
+        if delta != 0 {
+            self.give_back(Some(&webhook_counter(webhook)), delta).await;
+            self.give_back(budget.as_deref(), delta).await;
+        }
+        if sub.accepted() {
+            metrics.count("SentToClay", &[]);
+            info!(webhook = %webhook.label, attempts = sub.attempts, "row sent to Clay");
+            self.handled(id).await;
+            if *breaker != BreakerState::default() {
+                *breaker = breaker.after_success();
+                self.save(*breaker).await;
+            }
+            return Fate::Done;
+        }
+        let systemic = webhook_refused(&sub.last)
+            || classify(&sub.last, SystemTime::now()) != Class::Permanent;
+        let class = if !systemic {
+            "permanent"
+        } else if webhook_refused(&sub.last) {
+            "refused"
+        } else {
+            "transient"
+        };
+        metrics.count("ClayFailed", &[("Class", class)]);
+        if !systemic {
+            // Clay is up and refused this row (400, 413, ...): retrying cannot help.
+            return self.dead_letter(record, &answer(&sub.last), metrics).await;
+        }
+        *breaker = breaker.after_failure(&self.settings.breaker, epoch_ms(SystemTime::now()));
+        self.save(*breaker).await;
+        if breaker.is_open(epoch_ms(SystemTime::now())) {
+            error!(webhook = %webhook.label, answer = %answer(&sub.last), threshold = self.settings.breaker.threshold, "circuit breaker opened after consecutive failures");
+            Fate::Wait
+        } else {
+            warn!(webhook = %webhook.label, attempts = sub.attempts, answer = %answer(&sub.last), "row not taken by Clay; will retry");
+            Fate::Retry
+        }
+    }
+
+    /// The first webhook with a submission left, taking that submission.
+    async fn webhook(&self) -> Result<Option<&ClayWebhook>, StoreError> {
+        let hooks = &self.settings.webhooks;
+        let mut i = self.current.load(Ordering::Relaxed);
+        while let Some(w) = hooks.get(i) {
+            if self
+                .store
+                .take(&webhook_counter(w), self.settings.limit, None)
+                .await?
+            {
+                self.current.store(i, Ordering::Relaxed);
+                return Ok(Some(w));
+            }
+            if let Some(next) = hooks.get(i + 1) {
+                warn!(webhook = %w.label, limit = self.settings.limit, next = %next.label, "webhook has used its submission limit; rotating to the next");
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    async fn give_back(&self, counter: Option<&str>, delta: i64) {
+        if let Some(c) = counter
+            && let Err(e) = self.store.add(c, delta).await
+        {
+            warn!(error = %e, counter = c, delta, "counter not adjusted");
+        }
+    }
+
+    async fn save(&self, b: BreakerState) {
+        if let Err(e) = self.store.save_breaker(b).await {
+            warn!(error = %e, "circuit breaker state not saved");
+        }
+    }
+
+    /// Remembers the message as handled, so a redelivery neither sends nor dead-letters it again.
+    async fn handled(&self, message_id: &str) {
+        let expires = epoch_ms(SystemTime::now()) / 1000 + self.settings.sent_ttl_seconds;
+        if let Err(e) = self.store.mark_sent(message_id, expires).await {
+            warn!(error = %e, "handled but not recorded; a redelivery would repeat it");
+        }
+    }
+
+    async fn dead_letter(&self, record: &SqsMessage, reason: &str, metrics: &Metrics) -> Fate {
+        match self.intake.dead_letter(record, reason).await {
+            Ok(()) => {
+                metrics.count("DeadLettered", &[]);
+                error!(
+                    reason,
+                    "record cannot be sent to Clay; moved to the dead-letter queue"
+                );
+                self.handled(record.message_id.as_deref().unwrap_or(""))
+                    .await;
+                Fate::Done
+            }
+            Err(e) => {
+                error!(reason, error = %e, "record cannot be sent to Clay and could not be moved to the DLQ; it fails until maxReceiveCount moves it");
+                Fate::Retry
+            }
+        }
+    }
+}
+
+fn answer(a: &Attempt) -> String {
+    match a {
+        Attempt::Delivered => "accepted".into(),
+        Attempt::Status { status, detail, .. } => format!("{status}: {detail}"),
+        Attempt::Transport { detail, .. } => detail.clone(),
+    }
+}

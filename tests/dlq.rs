@@ -1,0 +1,244 @@
+//! `clayhook dlq list | show | redrive`, the real binary, against moto_server; then the router
+//! on what was redriven, to see that only destinations missing from the ledger are sent to.
+
+mod support;
+
+use aws_lambda_events::sqs::SqsEvent;
+use clayhook::destinations::webhook::Webhook;
+use clayhook::destinations::{Crm, DestinationSettings, HttpDestinations};
+use clayhook::envelope::Envelope;
+use clayhook::lead::Lead;
+use clayhook::router::ledger::{DeliveryClaim, DeliveryLedger, DynamoDbDeliveryLedger};
+use clayhook::router::retry::RetryPolicy;
+use clayhook::router::rules::{DestinationName, default_rules};
+use clayhook::router::{Router, RouterSettings};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::{Aws, moto_url};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn clayhook(aws: &Aws, dlq: &str, args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clayhook"));
+    cmd.arg("dlq")
+        .args(args)
+        .env("AWS_ENDPOINT_URL", moto_url())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("DLQ_URL", dlq)
+        .env("IDEMPOTENCY_TABLE", &aws.table)
+        .env("LEAD_QUEUE_URL", &aws.queue_url)
+        .env_remove("ROUTING_RULES");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("clayhook dlq"))
+        .await
+        .expect("join");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    if !args.contains(&"--show-email") {
+        assert!(
+            !run.stdout.contains("hot@acme.com") && !run.stderr.contains("hot@acme.com"),
+            "an email address reached the output: {}",
+            run.stdout
+        );
+    }
+    run
+}
+
+fn envelope(id: &str, body: &str) -> Envelope {
+    let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
+    Envelope::new(
+        id.into(),
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        Some("webinar".into()),
+        lead,
+    )
+}
+
+async fn send(aws: &Aws, url: &str, body: &str) {
+    aws.sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .expect("send");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_show_and_redrive_only_what_the_ledger_lacks() {
+    let aws = Aws::fresh().await;
+    let dlq = aws
+        .sqs
+        .create_queue()
+        .queue_name(support::unique("dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    // Lead A (85, email): crm, outreach, zapier; crm already delivered before it failed.
+    let a = envelope("lead-a", r#"{"email":"hot@acme.com","icp_score":85}"#);
+    // Lead B (60): nurture, zapier; nothing delivered.
+    let b = envelope("lead-b", r#"{"icp_score":60}"#);
+    send(&aws, &dlq, &a.to_json()).await;
+    send(&aws, &dlq, &b.to_json()).await;
+    send(&aws, &dlq, "{not an envelope").await;
+    let ledger = DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let claim = DeliveryClaim {
+        id: "lead-a".into(),
+        destination: DestinationName::Crm,
+        lock_until_ms: now_ms + 60_000,
+        now_ms,
+        expires_at: now_ms / 1000 + 3600,
+    };
+    ledger.claim(&claim).await.unwrap();
+    ledger.delivered(&claim).await.unwrap();
+
+    let r = clayhook(&aws, &dlq, &["list"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("3 record(s) in the dead-letter queue"),
+        "{}",
+        r.stdout
+    );
+    let line_a = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("lead lead-a"))
+        .unwrap();
+    assert!(
+        line_a.contains("delivered crm  owed outreach,zapier"),
+        "{line_a}"
+    );
+    assert!(
+        line_a.contains("source webinar") && line_a.contains("receives 1"),
+        "{line_a}"
+    );
+    let line_b = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("lead lead-b"))
+        .unwrap();
+    assert!(
+        line_b.contains("delivered -  owed nurture,zapier"),
+        "{line_b}"
+    );
+    assert!(
+        r.stdout.contains("not a clayhook envelope (16 bytes)"),
+        "{}",
+        r.stdout
+    );
+
+    // Listing left everything in place (visible again at once).
+    let r = clayhook(&aws, &dlq, &["show", "lead-a"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let shown: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(shown["delivered"], serde_json::json!(["crm"]));
+    assert_eq!(shown["owed"], serde_json::json!(["outreach", "zapier"]));
+    assert_eq!(shown["message"]["lead"]["email"], "h***@acme.com");
+    assert_eq!(shown["receive_count"], 2, "list received it once already");
+    let r = clayhook(&aws, &dlq, &["show", "lead-a", "--show-email"]).await;
+    assert!(r.stdout.contains("hot@acme.com"));
+    let r = clayhook(&aws, &dlq, &["show", "nope"]).await;
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("no message in the DLQ has the message id or lead ID \"nope\""),
+        "{}",
+        r.stderr
+    );
+
+    let r = clayhook(&aws, &dlq, &["redrive", "--dry-run"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("would redrive 2 record(s) (dry run: nothing changed)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        aws.drain(0, Duration::ZERO).await.is_empty(),
+        "a dry run sends nothing"
+    );
+
+    let r = clayhook(&aws, &dlq, &["redrive"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("redrove 2 record(s)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("left ") && r.stdout.contains("not a clayhook envelope"),
+        "{}",
+        r.stdout
+    );
+    let r = clayhook(&aws, &dlq, &["list"]).await;
+    assert!(
+        r.stdout.contains("1 record(s) in the dead-letter queue"),
+        "{}",
+        r.stdout
+    );
+
+    // The router on the redriven records: crm is not sent lead A again.
+    let messages = aws.drain(2, Duration::from_secs(5)).await;
+    assert_eq!(messages.len(), 2);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let url = |p: &str| format!("{}/{p}", server.uri());
+    let router = Router {
+        settings: RouterSettings {
+            rules: default_rules(),
+            concurrency: 4,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(2),
+            delivery_ttl_seconds: 3600,
+            max_receive_count: None,
+        },
+        ledger,
+        destinations: HttpDestinations::new(
+            DestinationSettings {
+                crm: Some(Crm::Webhook(Webhook::new(url("crm"), None))),
+                outreach: Some(Webhook::new(url("outreach"), None)),
+                nurture: Some(Webhook::new(url("nurture"), None)),
+                zapier: Some(Webhook::new(url("zapier"), None)),
+                slack: None,
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap(),
+    };
+    let event: SqsEvent = clayhook::local::poller::event_from_messages(
+        &messages,
+        "arn:aws:sqs:us-east-1:1:q",
+        "us-east-1",
+    );
+    let out = router
+        .handle(event, SystemTime::now() + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(out.batch_item_failures.is_empty());
+    let mut paths: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, vec!["/nurture", "/outreach", "/zapier", "/zapier"]);
+}
