@@ -311,6 +311,40 @@ async fn the_limit_reached_mid_batch_rotates_webhooks_then_holds_records_back() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_5xx_on_a_webhooks_last_submission_is_not_retried_past_the_limit() {
+    // Past the limit Clay answers 200 and creates nothing. Row 2's 503 may have used
+    // webhook #1's last submission: its retry waits for the next receive and goes to #2.
+    let rig = rig(None).await;
+    rig.clay.silent_limit(2);
+    rig.clay.script([Script::Take, Script::Status(503, None)]);
+    let mut s = settings(&rig, 2, "");
+    s.limit = 2;
+    let keys: Vec<String> = s.webhooks.iter().map(webhook_counter).collect();
+    let f = feeder(&rig, s);
+    let event = batch(&rig, &rows(3), 30).await;
+    let r = f.handle(event.clone(), deadline()).await.unwrap();
+    assert_eq!(failed_ids(&r), ids(&event, 1..2));
+    assert_eq!(rig.clay.dropped(), vec![], "rows Clay would have dropped");
+    let mut retry = SqsEvent::default();
+    retry.records = event.records[1..2].to_vec();
+    let r = f.handle(retry, deadline()).await.unwrap();
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert_eq!(rig.clay.dropped(), vec![], "rows Clay would have dropped");
+    let mut got: Vec<(usize, i64)> = rig
+        .clay
+        .accepted()
+        .iter()
+        .map(|(h, v)| (*h, v["n"].as_i64().unwrap_or(0)))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(1, 1), (2, 2), (2, 3)]);
+    assert_eq!(
+        (count(&rig, &keys[0]).await, count(&rig, &keys[1]).await),
+        (2, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rows_no_retry_can_help_go_straight_to_the_dlq_with_the_reason() {
     let rig = rig(None).await;
     rig.clay.script([Script::Status(400, None)]);

@@ -312,6 +312,46 @@ async fn the_limit_reached_mid_file_rotates_webhooks_then_stops_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_5xx_on_a_webhooks_last_submission_sends_the_retry_to_the_next_webhook() {
+    // Clay, like this fake, answers 200 past the limit and creates nothing. Row 2's 503 may
+    // have used webhook #1's last submission, so its retry must not go there.
+    let clay = FakeClay::start(None).await;
+    clay.silent_limit(2);
+    clay.script([Script::Take, Script::Status(503, None)]);
+    let dir = workdir();
+    let lines: String = (1..=3).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    std::fs::write(dir.join("leads.jsonl"), lines).unwrap();
+    let r = run(
+        &dir,
+        args(&[
+            "--webhook",
+            &clay.webhook(1),
+            "--webhook",
+            &clay.webhook(2),
+            "--limit",
+            "2",
+            "--rate",
+            "10",
+            "leads.jsonl",
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("sent 3 · failed 0"), "{}", r.stdout);
+    assert_eq!(clay.dropped(), vec![], "rows Clay would have dropped");
+    assert_eq!(
+        clay.accepted(),
+        vec![
+            (1, json!({"n": 1})),
+            (2, json!({"n": 2})),
+            (2, json!({"n": 3}))
+        ]
+    );
+    assert!(r.stdout.contains("2 of 2 submissions used"), "{}", r.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn oversized_and_broken_rows_are_rejected_one_by_one_into_the_failed_file() {
     let clay = FakeClay::start(None).await;
     let dir = workdir();

@@ -22,6 +22,12 @@ pub struct Submission {
     pub attempts: u32,
     /// Attempts that may have used one of the webhook's submissions (see [`may_have_counted`]).
     pub counted: u32,
+    /// Submissions held for this row: the caller's one, plus one granted before each retry
+    /// that followed an attempt which may have counted. `counted <= reserved`.
+    pub reserved: u32,
+    /// It stopped because the webhook had no submission left for another attempt: the row may
+    /// go to another webhook.
+    pub out_of_submissions: bool,
 }
 
 impl Submission {
@@ -58,16 +64,27 @@ impl ClayClient {
 
     /// Posts until accepted, a permanent answer, the attempts run out, or the next wait would
     /// pass `deadline`. Every attempt waits for its slot in `pace`.
-    pub async fn submit(
+    ///
+    /// The caller holds one submission for the first attempt. An attempt that may have counted
+    /// (a 5xx, a timeout) used it up, so before the next one `more_submissions` must grant
+    /// another: past the limit Clay answers 200 and silently creates nothing, so a retry beyond
+    /// it would lose the row while we report it sent.
+    pub async fn submit<F, Fut>(
         &self,
         webhook: &ClayWebhook,
         body: &[u8],
         policy: &RetryPolicy,
         pace: &mut Pace,
         deadline: SystemTime,
-    ) -> Submission {
+        mut more_submissions: F,
+    ) -> Submission
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let mut attempts = 0;
         let mut counted = 0;
+        let mut reserved = 1;
         loop {
             pace.wait().await;
             attempts += 1;
@@ -77,25 +94,34 @@ impl ClayClient {
             }
             let now = SystemTime::now();
             let class = classify(&last, now);
-            match policy.next(
+            let next = policy.next(
                 attempts,
                 &class,
                 fastrand::f64(),
                 now,
                 deadline,
                 self.timeout.min(Duration::from_secs(1)),
-            ) {
+            );
+            let done = |out_of_submissions| Submission {
+                last: last.clone(),
+                attempts,
+                counted,
+                reserved,
+                out_of_submissions,
+            };
+            match next {
                 Next::RetryAfter(wait) => {
+                    if counted == reserved {
+                        if !more_submissions().await {
+                            tracing::warn!(webhook = %webhook.label, attempt = attempts, answer = ?last, "Clay did not take the row and the webhook has no submission left for a retry");
+                            return done(true);
+                        }
+                        reserved += 1;
+                    }
                     tracing::warn!(webhook = %webhook.label, attempt = attempts, wait_ms = wait.as_millis() as u64, answer = ?last, "Clay did not take the row; retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Next::GiveUp(_) => {
-                    return Submission {
-                        last,
-                        attempts,
-                        counted,
-                    };
-                }
+                Next::GiveUp(_) => return done(false),
             }
         }
     }

@@ -286,16 +286,40 @@ impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
                 return Fate::Retry;
             }
         };
+        let counter = webhook_counter(webhook);
+        let (store, limit, counter_ref) = (&self.store, self.settings.limit, counter.as_str());
+        // A retry after an attempt that may have counted needs a submission of its own, taken
+        // under the same condition as the first (see `ClayClient::submit`).
+        let more_submissions = move || async move {
+            store
+                .take(counter_ref, limit, None)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "cannot take a submission for a retry");
+                    false
+                })
+        };
         let sub = self
             .clay
-            .submit(webhook, &body, &self.settings.retry, pace, deadline)
+            .submit(
+                webhook,
+                &body,
+                &self.settings.retry,
+                pace,
+                deadline,
+                more_submissions,
+            )
             .await;
         metrics.add("Retries", f64::from(sub.attempts.saturating_sub(1)), &[]);
-        // One submission was taken up front; settle to what the attempts may have used.
-        let delta = i64::from(sub.counted) - 1;
-        if delta != 0 {
-            self.give_back(Some(&webhook_counter(webhook)), delta).await;
-            self.give_back(budget.as_deref(), delta).await;
+        // Settle the webhook's count to what the attempts may have used, and the day's budget
+        // (one taken up front) likewise.
+        let unused = i64::from(sub.counted) - i64::from(sub.reserved);
+        if unused != 0 {
+            self.give_back(Some(&counter), unused).await;
+        }
+        let budget_delta = i64::from(sub.counted) - 1;
+        if budget_delta != 0 {
+            self.give_back(budget.as_deref(), budget_delta).await;
         }
         if sub.accepted() {
             metrics.count("SentToClay", &[]);
@@ -327,7 +351,7 @@ impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
             error!(webhook = %webhook.label, answer = %answer(&sub.last), threshold = self.settings.breaker.threshold, "circuit breaker opened after consecutive failures");
             Fate::Wait
         } else {
-            warn!(webhook = %webhook.label, attempts = sub.attempts, answer = %answer(&sub.last), "row not taken by Clay; will retry");
+            warn!(webhook = %webhook.label, attempts = sub.attempts, answer = %answer(&sub.last), out_of_submissions = sub.out_of_submissions, "row not taken by Clay; will retry");
             Fate::Retry
         }
     }

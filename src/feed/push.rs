@@ -217,34 +217,57 @@ pub async fn push(opts: &PushOptions, client: &ClayClient) -> Result<PushSummary
             bar.inc(1);
             continue;
         }
-        while let Some(w) = opts.webhooks.get(current) {
-            if journal.submissions(&w.key) < opts.limit {
-                break;
+        let webhook = loop {
+            while let Some(w) = opts.webhooks.get(current) {
+                if journal.submissions(&w.key) < opts.limit {
+                    break;
+                }
+                current += 1;
+                if let Some(next) = opts.webhooks.get(current) {
+                    say(format!(
+                        "webhook {} has used its {} submissions; going on with webhook {}",
+                        w.label, opts.limit, next.label
+                    ));
+                }
             }
-            current += 1;
-            if let Some(next) = opts.webhooks.get(current) {
-                say(format!(
-                    "webhook {} has used its {} submissions; going on with webhook {}",
-                    w.label, opts.limit, next.label
-                ));
+            let Some(webhook) = opts.webhooks.get(current) else {
+                summary.stop = Some(Stop::LimitReached { limit: opts.limit });
+                summary.not_sent = total - done as u64;
+                break None;
+            };
+            bar.set_message(format!("webhook {}", webhook.label));
+            let deadline = SystemTime::now() + Duration::from_secs(86_400);
+            // Submissions this webhook has left beyond the one the first attempt uses.
+            let mut left = opts.limit - journal.submissions(&webhook.key) - 1;
+            let more_submissions = || {
+                let granted = left > 0;
+                left = left.saturating_sub(1);
+                std::future::ready(granted)
+            };
+            let sub = client
+                .submit(
+                    webhook,
+                    &body,
+                    &opts.retry,
+                    &mut pace,
+                    deadline,
+                    more_submissions,
+                )
+                .await;
+            journal.record(Entry {
+                webhook: webhook.key.clone(),
+                row: key.clone(),
+                accepted: sub.accepted(),
+                counted: sub.counted,
+            })?;
+            // The webhook ran out mid-row: the row goes on with the next one.
+            if !sub.out_of_submissions {
+                break Some((webhook, sub));
             }
-        }
-        let Some(webhook) = opts.webhooks.get(current) else {
-            summary.stop = Some(Stop::LimitReached { limit: opts.limit });
-            summary.not_sent = total - done as u64;
+        };
+        let Some((webhook, sub)) = webhook else {
             break;
         };
-        bar.set_message(format!("webhook {}", webhook.label));
-        let deadline = SystemTime::now() + Duration::from_secs(86_400);
-        let sub = client
-            .submit(webhook, &body, &opts.retry, &mut pace, deadline)
-            .await;
-        journal.record(Entry {
-            webhook: webhook.key.clone(),
-            row: key,
-            accepted: sub.accepted(),
-            counted: sub.counted,
-        })?;
         bar.inc(1);
         if sub.accepted() {
             summary.sent += 1;

@@ -1,9 +1,10 @@
 //! A local HTTP server playing Clay's table webhook sources: one path per webhook, the
 //! `x-clay-webhook-auth` token checked, scripted answers (429, 5xx, slow) before the normal
-//! 200, and a record of every row it accepted.
+//! 200, and a record of every row it accepted. Like Clay, a webhook past its submission limit
+//! (when one is set) still answers 200 but creates nothing: those rows are recorded as dropped.
 
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -14,6 +15,8 @@ pub enum Script {
     Status(u16, Option<u64>),
     /// Answer 200 only after this long: the client gives up first; the row is not taken.
     Slow(Duration),
+    /// The normal answer: take the row (lets a script interleave good answers).
+    Take,
 }
 
 #[derive(Default)]
@@ -24,6 +27,13 @@ struct State {
     accepted: Vec<(usize, Value)>,
     /// When each request arrived, and on which webhook.
     hits: Vec<(Instant, usize)>,
+    /// Submissions per webhook past which rows are silently dropped.
+    limit: Option<u64>,
+    /// Submissions each webhook has used: every POST that may have created a row (2xx, 5xx,
+    /// too slow to answer) — the same pessimistic view clayhook takes.
+    used: HashMap<usize, u64>,
+    /// Rows answered 200 past the limit: lost, as with Clay.
+    dropped: Vec<(usize, Value)>,
 }
 
 pub struct FakeClay {
@@ -51,18 +61,31 @@ impl Respond for Responder {
         if st.token.is_some() && token != st.token.as_deref() {
             return ResponseTemplate::new(401).set_body_string("Unauthorized");
         }
-        match st.script.pop_front() {
-            Some(Script::Status(code, retry_after)) => {
+        let step = st.script.pop_front().unwrap_or(Script::Take);
+        let counts = match &step {
+            Script::Status(code, _) => *code >= 500,
+            Script::Slow(_) | Script::Take => true,
+        };
+        if counts {
+            *st.used.entry(hook).or_insert(0) += 1;
+        }
+        match step {
+            Script::Status(code, retry_after) => {
                 let mut r = ResponseTemplate::new(code).set_body_string("try later");
                 if let Some(s) = retry_after {
                     r = r.insert_header("retry-after", s.to_string().as_str());
                 }
                 r
             }
-            Some(Script::Slow(d)) => ResponseTemplate::new(200).set_delay(d),
-            None => match serde_json::from_slice::<Value>(&request.body) {
+            Script::Slow(d) => ResponseTemplate::new(200).set_delay(d),
+            Script::Take => match serde_json::from_slice::<Value>(&request.body) {
                 Ok(v) if v.is_object() => {
-                    st.accepted.push((hook, v));
+                    let over = st.limit.is_some_and(|l| st.used[&hook] > l);
+                    if over {
+                        st.dropped.push((hook, v));
+                    } else {
+                        st.accepted.push((hook, v));
+                    }
                     ResponseTemplate::new(200).set_body_string(r#"{"status":"ok"}"#)
                 }
                 _ => ResponseTemplate::new(400).set_body_string("Body parse error"),
@@ -99,6 +122,16 @@ impl FakeClay {
 
     pub fn accepted(&self) -> Vec<(usize, Value)> {
         self.state.lock().expect("clay state").accepted.clone()
+    }
+
+    /// Drop rows silently past `limit` submissions per webhook, as Clay does past 50,000.
+    pub fn silent_limit(&self, limit: u64) {
+        self.state.lock().expect("clay state").limit = Some(limit);
+    }
+
+    /// Rows answered 200 past the limit and never created.
+    pub fn dropped(&self) -> Vec<(usize, Value)> {
+        self.state.lock().expect("clay state").dropped.clone()
     }
 
     pub fn hits(&self) -> Vec<(Instant, usize)> {
