@@ -36,7 +36,7 @@ fn pure(c: &mut Criterion) {
         b.iter(|| {
             let scheme = verify(&headers, black_box(&body), &secrets, 1_800_000_000, 300).unwrap();
             let (lead, _) = Lead::parse(&body).unwrap();
-            let key = derive_key(&KeySpec::Body, &headers, &body, &lead);
+            let key = derive_key(&KeySpec::Body, &headers, &body, &lead, None);
             let env = Envelope::new(
                 key.id,
                 UNIX_EPOCH + Duration::from_secs(1_800_000_000),

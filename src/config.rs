@@ -16,7 +16,10 @@ use crate::router::RouterSettings;
 use crate::router::retry::RetryPolicy;
 use crate::router::rules::{RulesError, default_rules, parse_rules};
 
-pub const DEFAULT_MAX_BODY_BYTES: usize = 262_144;
+/// SQS's maximum message size (and its Lambda event source mapping's) since 2025.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_576;
+/// Bodies as large as the queue takes; whether the envelope fits is checked on its own (413).
+pub const DEFAULT_MAX_BODY_BYTES: usize = DEFAULT_MAX_MESSAGE_BYTES;
 pub const DEFAULT_TTL_SECONDS: i64 = 86_400;
 pub const DEFAULT_IN_PROGRESS_MS: u64 = 30_000;
 /// How long start-up may spend opening connections to DynamoDB and SQS (`WARM_UP_TIMEOUT_MS`).
@@ -126,6 +129,9 @@ impl IngestConfig {
             key_spec,
             ttl_seconds: env.number("IDEMPOTENCY_TTL_SECONDS", DEFAULT_TTL_SECONDS, |v| *v > 0)?,
             max_body_bytes: env.number("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, |v| *v > 0)?,
+            max_message_bytes: env.number("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, |v| {
+                (1_024..=DEFAULT_MAX_MESSAGE_BYTES).contains(v)
+            })?,
             tolerance_seconds: env.number(
                 "SIGNATURE_TOLERANCE_SECONDS",
                 DEFAULT_TOLERANCE_SECONDS,
@@ -366,7 +372,8 @@ mod tests {
     #[test]
     fn defaults() {
         let c = read(&BASE).unwrap();
-        assert_eq!(c.settings.max_body_bytes, 262_144);
+        assert_eq!(c.settings.max_body_bytes, 1_048_576);
+        assert_eq!(c.settings.max_message_bytes, 1_048_576);
         assert_eq!(c.settings.ttl_seconds, 86_400);
         assert_eq!(c.settings.tolerance_seconds, 300);
         assert_eq!(c.settings.key_spec, KeySpec::Body);

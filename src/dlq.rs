@@ -111,8 +111,9 @@ impl DeadLetters {
         let mut delivered = Vec::new();
         let mut owed = Vec::new();
         if let Some(env) = &envelope {
+            let version = env.lead_version();
             for d in route(&self.rules, &env.lead, env.source.as_deref()) {
-                if self.is_delivered(&env.id, d).await? {
+                if self.is_delivered(env, &version, d).await? {
                     delivered.push(d);
                 } else {
                     owed.push(d);
@@ -135,7 +136,15 @@ impl DeadLetters {
         })
     }
 
-    async fn is_delivered(&self, id: &str, d: DestinationName) -> Result<bool, DlqError> {
+    /// Whether the ledger holds this version of the lead (or a newer one) as delivered, as the
+    /// router's claim would judge it.
+    async fn is_delivered(
+        &self,
+        env: &Envelope,
+        version: &str,
+        d: DestinationName,
+    ) -> Result<bool, DlqError> {
+        let id = &env.id;
         let out = self
             .ddb
             .get_item()
@@ -148,10 +157,17 @@ impl DeadLetters {
             .send()
             .await
             .map_err(|e| DlqError::DynamoDb(crate::dynamo::describe(e)))?;
-        Ok(out
-            .item
-            .and_then(|i| i.get("status").and_then(|s| s.as_s().ok()).cloned())
-            .is_some_and(|s| s == DELIVERED))
+        let Some(item) = out.item else {
+            return Ok(false);
+        };
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let received = item
+            .get("received_at_ms")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok());
+        let same_or_newer = text("version").is_none_or(|v| v == version)
+            || received.is_none_or(|r| r >= env.received_at_ms());
+        Ok(text("status").is_some_and(|s| s == DELIVERED) && same_or_newer)
     }
 
     /// Every record in the DLQ (up to `max`), left in place.

@@ -21,12 +21,42 @@ pub struct Envelope {
     pub lead: Lead,
 }
 
+/// The deepest body (nested objects and arrays, the body object itself counting 1) whose
+/// envelope the router can still read back: serde_json reads at most 127 levels, and the
+/// envelope puts unknown fields two levels deeper (`{"lead": {"extra": ...}}`) than they sat.
+/// The test below holds this to the exact boundary.
+pub const MAX_BODY_DEPTH: usize = 125;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
     #[error("message body is not a version-1 envelope: {0}")]
     Malformed(#[from] serde_json::Error),
     #[error("unsupported envelope version {0}")]
     Version(u32),
+    /// Every id ingest writes is a SHA-256 in lowercase hex; anything else was not written by
+    /// ingest, and downstream code (log lines, Slack's short id) may rely on its shape.
+    #[error("envelope id is not 64 lowercase hex digits")]
+    InvalidId,
+}
+
+/// Whether `id` has the shape of an ID ingest derives: 64 lowercase hex digits.
+pub fn is_valid_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// [`depth`] of an object, without building a `Value` around it.
+pub fn object_depth(object: &serde_json::Map<String, serde_json::Value>) -> usize {
+    1 + object.values().map(depth).max().unwrap_or(0)
+}
+
+/// How deeply a JSON value nests: a scalar is 0, `{}` and `[]` are 1, `{"a":[1]}` is 2.
+pub fn depth(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 impl Envelope {
@@ -45,10 +75,29 @@ impl Envelope {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Which version of the lead this is: the hash of its fields. With a header or fields key
+    /// every version of a row has the same ID, and a re-enriched row (accepted again once its
+    /// ingest record expired) must reach its destinations again; the delivery ledger records
+    /// which version it delivered.
+    pub fn lead_version(&self) -> String {
+        let lead = serde_json::to_vec(&self.lead).unwrap_or_default();
+        crate::idempotency::sha256_hex(&lead)
+    }
+
+    /// `received_at` in epoch milliseconds (0 when unreadable): orders versions of one lead.
+    pub fn received_at_ms(&self) -> i64 {
+        OffsetDateTime::parse(&self.received_at, &Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .unwrap_or(0)
+    }
+
     pub fn parse(body: &str) -> Result<Self, EnvelopeError> {
         let env: Envelope = serde_json::from_str(body)?;
         if env.version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(env.version));
+        }
+        if !is_valid_id(&env.id) {
+            return Err(EnvelopeError::InvalidId);
         }
         Ok(env)
     }
@@ -66,15 +115,17 @@ mod tests {
     use serde_json::json;
     use std::time::{Duration, UNIX_EPOCH};
 
+    const ID: &str = "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12";
+
     #[test]
     fn matches_the_spec_shape_and_round_trips() {
         let (lead, _) = Lead::parse(br#"{"email":"a@b.co","x":1}"#).unwrap();
         let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let env = Envelope::new("ab12".into(), at, None, lead);
+        let env = Envelope::new(ID.into(), at, None, lead);
         let v: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
         assert_eq!(
             v,
-            json!({"version":1,"id":"ab12","received_at":"2023-11-14T22:13:20Z","source":null,
+            json!({"version":1,"id":ID,"received_at":"2023-11-14T22:13:20Z","source":null,
                    "lead":{"email":"a@b.co","extra":{"x":1}}})
         );
         assert_eq!(Envelope::parse(&env.to_json()).unwrap(), env);
@@ -87,5 +138,73 @@ mod tests {
             Err(EnvelopeError::Version(2))
         ));
         assert!(Envelope::parse("not json").is_err());
+    }
+
+    #[test]
+    fn versions_follow_the_lead_and_times_order_them() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let lead = |body: &[u8]| Lead::parse(body).unwrap().0;
+        let a = Envelope::new(ID.into(), at, None, lead(br#"{"title":"CEO"}"#));
+        let b = Envelope::new(ID.into(), at, None, lead(br#"{"title":"CTO"}"#));
+        let a_again = Envelope::new(ID.into(), UNIX_EPOCH, None, lead(br#"{"Title":" CEO "}"#));
+        assert_ne!(a.lead_version(), b.lead_version());
+        assert_eq!(a.lead_version(), a_again.lead_version());
+        assert_eq!(a.received_at_ms(), 1_700_000_000_123);
+        let back = Envelope::parse(&a.to_json()).unwrap();
+        assert_eq!(back.lead_version(), a.lead_version());
+        assert_eq!(back.received_at_ms(), a.received_at_ms());
+    }
+
+    #[test]
+    fn refuses_ids_ingest_never_writes() {
+        let with_id = |id: &str| {
+            json!({"version":1,"id":id,"received_at":"x","source":null,"lead":{}}).to_string()
+        };
+        assert!(Envelope::parse(&with_id(ID)).is_ok());
+        let multibyte = format!("é{}", &ID[2..]);
+        for bad in [
+            "",
+            "ab12",
+            &ID.to_uppercase(),
+            &multibyte,
+            &format!("{ID}0"),
+        ] {
+            assert!(
+                matches!(
+                    Envelope::parse(&with_id(bad)),
+                    Err(EnvelopeError::InvalidId)
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    fn nested(levels: usize) -> String {
+        // `{"a":{"a":...{}...}}`: `levels` objects, the body itself included.
+        format!(
+            "{}{{}}{}",
+            "{\"a\":".repeat(levels - 1),
+            "}".repeat(levels - 1)
+        )
+    }
+
+    /// The limit is exact: the deepest body allowed round-trips through the envelope, one level
+    /// more would not.
+    #[test]
+    fn the_deepest_allowed_body_round_trips_and_one_more_would_not() {
+        for (levels, fits) in [(MAX_BODY_DEPTH, true), (MAX_BODY_DEPTH + 1, false)] {
+            let body = nested(levels);
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(depth(&value), levels);
+            let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
+            let env = Envelope::new(ID.into(), UNIX_EPOCH, None, lead);
+            let back = Envelope::parse(&env.to_json());
+            assert_eq!(back.is_ok(), fits, "{levels} levels: {back:?}");
+            if fits {
+                assert_eq!(back.unwrap(), env);
+            }
+        }
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a":[1,{"b":[]}]})), 4);
     }
 }

@@ -23,13 +23,23 @@ pub struct Lead {
     pub domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_title: Option<String>,
+    /// A count, or the lower bound of a range (`"51-200"` → 51; the range itself is kept in
+    /// `employee_count_range`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub employee_count: Option<u64>,
+    /// The range as sent (`"51-200"`, `"10,001+"`), when the count came as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_count_range: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub industry: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linkedin_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Integral scores travel as integers (`"92"` → `92`, not `92.0`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "integral_when_whole"
+    )]
     pub icp_score: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub personalized_opener: Option<String>,
@@ -49,6 +59,7 @@ pub enum Field {
     Domain,
     JobTitle,
     EmployeeCount,
+    EmployeeCountRange,
     Industry,
     LinkedinUrl,
     IcpScore,
@@ -56,7 +67,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 12] = [
         Field::Email,
         Field::FirstName,
         Field::LastName,
@@ -64,6 +75,7 @@ impl Field {
         Field::Domain,
         Field::JobTitle,
         Field::EmployeeCount,
+        Field::EmployeeCountRange,
         Field::Industry,
         Field::LinkedinUrl,
         Field::IcpScore,
@@ -79,6 +91,7 @@ impl Field {
             Field::Domain => "domain",
             Field::JobTitle => "job_title",
             Field::EmployeeCount => "employee_count",
+            Field::EmployeeCountRange => "employee_count_range",
             Field::Industry => "industry",
             Field::LinkedinUrl => "linkedin_url",
             Field::IcpScore => "icp_score",
@@ -102,6 +115,8 @@ impl Field {
             "jobtitle" | "title" | "position" | "role" => Field::JobTitle,
             "employeecount" | "employees" | "numberofemployees" | "numemployees" | "headcount"
             | "companysize" | "employeesize" => Field::EmployeeCount,
+            "employeecountrange" | "employeerange" | "headcountrange" | "companysizerange"
+            | "employeesizerange" => Field::EmployeeCountRange,
             "industry" | "companyindustry" | "sector" => Field::Industry,
             "linkedinurl" | "linkedin" | "linkedinprofile" | "linkedinprofileurl"
             | "personlinkedinurl" => Field::LinkedinUrl,
@@ -226,7 +241,22 @@ impl Lead {
             Field::CompanyName => self.company_name = Some(text(value)?),
             Field::Domain => self.domain = Some(domain(value)?),
             Field::JobTitle => self.job_title = Some(text(value)?),
-            Field::EmployeeCount => self.employee_count = Some(count(value)?),
+            Field::EmployeeCount => {
+                let (n, range) = count(value)?;
+                self.employee_count = Some(n);
+                if range.is_some() && self.employee_count_range.is_none() {
+                    self.employee_count_range = range;
+                }
+            }
+            Field::EmployeeCountRange => {
+                let text = text(value)?;
+                if self.employee_count.is_none()
+                    && let Ok((n, _)) = count(&Value::String(text.clone()))
+                {
+                    self.employee_count = Some(n);
+                }
+                self.employee_count_range = Some(text);
+            }
             Field::Industry => self.industry = Some(text(value)?),
             Field::LinkedinUrl => self.linkedin_url = Some(linkedin(value)?),
             Field::IcpScore => self.icp_score = Some(score(value)?),
@@ -246,9 +276,10 @@ impl Lead {
             Field::Domain => s(&self.domain),
             Field::JobTitle => s(&self.job_title),
             Field::EmployeeCount => self.employee_count.map(Value::from),
+            Field::EmployeeCountRange => s(&self.employee_count_range),
             Field::Industry => s(&self.industry),
             Field::LinkedinUrl => s(&self.linkedin_url),
-            Field::IcpScore => self.icp_score.map(Value::from),
+            Field::IcpScore => self.icp_score.map(number_value),
             Field::PersonalizedOpener => s(&self.personalized_opener),
         }
     }
@@ -487,26 +518,72 @@ fn linkedin(value: &Value) -> Result<String, Unparsed> {
     }
 }
 
-fn count(value: &Value) -> Result<u64, Unparsed> {
+/// A count as Clay sends it: `250`, `"1,200"`, `"5k"`, `"10,001+"`, or a range such as
+/// LinkedIn's `"51-200"` (also `"51 – 200"`, `"51 to 200"`), which gives its lower bound and the
+/// range's text.
+fn count(value: &Value) -> Result<(u64, Option<String>), Unparsed> {
     if is_absent(value) {
         return Err(Unparsed::Absent);
     }
-    let n = match value {
+    let invalid = Unparsed::Invalid("not a count");
+    match value {
         Value::String(s) => {
-            let t = s.trim().trim_end_matches('+').trim();
-            let (digits, factor) = match t.chars().last().map(|c| c.to_ascii_lowercase()) {
-                Some('k') => (&t[..t.len() - 1], 1_000.0),
-                Some('m') => (&t[..t.len() - 1], 1_000_000.0),
-                _ => (t, 1.0),
-            };
-            as_number(&Value::String(digits.to_string())).map(|n| n * factor)
+            let t = s.trim();
+            let bounds: Vec<&str> = t
+                .split(['-', '–', '—'])
+                .flat_map(|part| part.split(" to "))
+                .map(str::trim)
+                .collect();
+            match bounds.as_slice() {
+                [one] => Ok((
+                    one_count(one).ok_or(invalid)?,
+                    t.ends_with('+').then(|| t.to_string()),
+                )),
+                [low, high] if !low.is_empty() && !high.is_empty() => {
+                    let (lo, hi) = (one_count(low).ok_or(invalid)?, one_count(high));
+                    match hi {
+                        Some(hi) if hi >= lo => Ok((lo, Some(t.to_string()))),
+                        _ => Err(Unparsed::Invalid("not a count")),
+                    }
+                }
+                _ => Err(invalid),
+            }
         }
-        Value::Array(_) => return count(&Value::String(single(value, false)?)),
-        other => as_number(other),
+        Value::Array(_) => count(&Value::String(single(value, false)?)),
+        other => match as_number(other) {
+            Some(n) if (0.0..1e15).contains(&n) => Ok((n.round() as u64, None)),
+            _ => Err(invalid),
+        },
+    }
+}
+
+/// One count: `1,200`, `5k`, `1.5M`, `10,001+`.
+fn one_count(text: &str) -> Option<u64> {
+    let t = text.trim().trim_end_matches('+').trim();
+    let (digits, factor) = if let Some(d) = t.strip_suffix(['k', 'K']) {
+        (d, 1_000.0)
+    } else if let Some(d) = t.strip_suffix(['m', 'M']) {
+        (d, 1_000_000.0)
+    } else {
+        (t, 1.0)
     };
-    match n {
-        Some(n) if (0.0..1e15).contains(&n) => Ok(n.round() as u64),
-        _ => Err(Unparsed::Invalid("not a count")),
+    let n = as_number(&Value::String(digits.to_string()))? * factor;
+    (0.0..1e15).contains(&n).then(|| n.round() as u64)
+}
+
+/// A whole number as a JSON integer, anything else as a float.
+pub fn number_value(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9e15 {
+        Value::from(n as i64)
+    } else {
+        Value::from(n)
+    }
+}
+
+fn integral_when_whole<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => number_value(*n).serialize(s),
+        None => s.serialize_none(),
     }
 }
 

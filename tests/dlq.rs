@@ -58,7 +58,7 @@ async fn clayhook(aws: &Aws, dlq: &str, args: &[&str]) -> Run {
 fn envelope(id: &str, body: &str) -> Envelope {
     let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
     Envelope::new(
-        id.into(),
+        support::lead_id(id),
         UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         Some("webinar".into()),
         lead,
@@ -100,7 +100,9 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
         .unwrap()
         .as_millis() as i64;
     let claim = DeliveryClaim {
-        id: "lead-a".into(),
+        id: a.id.clone(),
+        version: a.lead_version(),
+        received_at_ms: a.received_at_ms(),
         destination: DestinationName::Crm,
         lock_until_ms: now_ms + 60_000,
         now_ms,
@@ -119,7 +121,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
     let line_a = r
         .stdout
         .lines()
-        .find(|l| l.contains("lead lead-a"))
+        .find(|l| l.contains(&format!("lead {}", a.id)))
         .unwrap();
     assert!(
         line_a.contains("delivered crm  owed outreach,zapier"),
@@ -132,7 +134,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
     let line_b = r
         .stdout
         .lines()
-        .find(|l| l.contains("lead lead-b"))
+        .find(|l| l.contains(&format!("lead {}", b.id)))
         .unwrap();
     assert!(
         line_b.contains("delivered -  owed nurture,zapier"),
@@ -145,14 +147,14 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
     );
 
     // Listing left everything in place (visible again at once).
-    let r = clayhook(&aws, &dlq, &["show", "lead-a"]).await;
+    let r = clayhook(&aws, &dlq, &["show", &a.id]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let shown: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(shown["delivered"], serde_json::json!(["crm"]));
     assert_eq!(shown["owed"], serde_json::json!(["outreach", "zapier"]));
     assert_eq!(shown["message"]["lead"]["email"], "h***@acme.com");
     assert_eq!(shown["receive_count"], 2, "list received it once already");
-    let r = clayhook(&aws, &dlq, &["show", "lead-a", "--show-email"]).await;
+    let r = clayhook(&aws, &dlq, &["show", &a.id, "--show-email"]).await;
     assert!(r.stdout.contains("hot@acme.com"));
     let r = clayhook(&aws, &dlq, &["show", "nope"]).await;
     assert_ne!(r.code, 0);

@@ -28,6 +28,7 @@ fn settings(key_spec: KeySpec) -> IngestSettings {
         key_spec,
         ttl_seconds: 86_400,
         max_body_bytes: 262_144,
+        max_message_bytes: 262_144,
         tolerance_seconds: 300,
         default_in_progress: Duration::from_secs(30),
     }
@@ -174,7 +175,7 @@ async fn the_sqs_message_is_the_spec_envelope() {
             "lead": {
                 "email": "jane@acme.com",
                 "first_name": "Jane",
-                "icp_score": 85.0,
+                "icp_score": 85,
                 "extra": {"Row ID": "r1"}
             }
         })

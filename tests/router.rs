@@ -63,7 +63,7 @@ fn all_webhooks(server: &MockServer) -> DestinationSettings {
 fn envelope(id: &str, body: &str, source: Option<&str>) -> Envelope {
     let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
     Envelope::new(
-        id.into(),
+        support::lead_id(id),
         UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         source.map(str::to_string),
         lead,
@@ -137,13 +137,13 @@ async fn webhooks_get_the_lead_json_with_an_idempotency_key() {
         let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
         assert_eq!(
             body,
-            json!({"event_id":"lead1","source":"tbl","lead":{
+            json!({"event_id":env.id,"source":"tbl","lead":{
                 "email":"jane@acme.com","first_name":"Jane","last_name":"Doe","company_name":"Acme",
-                "job_title":"VP Sales","icp_score":95.0,"extra":{"Row ID":"r1"}}})
+                "job_title":"VP Sales","icp_score":95,"extra":{"Row ID":"r1"}}})
         );
         assert_eq!(
             reqs[0].headers["idempotency-key"],
-            format!("lead1:{p}").as_str()
+            format!("{}:{p}", env.id).as_str()
         );
         assert_eq!(reqs[0].headers["content-type"], "application/json");
         assert!(!reqs[0].headers.contains_key("webhook-signature"));
@@ -180,7 +180,10 @@ async fn signed_webhooks_verify_with_standard_webhooks() {
             .is_empty()
     );
     let reqs = requests_to(&server, "zapier").await;
-    assert_eq!(reqs[0].headers["webhook-id"], "lead2:zapier");
+    assert_eq!(
+        reqs[0].headers["webhook-id"],
+        format!("{}:zapier", env.id).as_str()
+    );
     let mut headers = lambda_http::http::HeaderMap::new();
     for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
         headers.insert(
@@ -210,7 +213,7 @@ async fn hubspot_gets_a_batch_upsert_by_email_with_the_bearer_token() {
             json!({"inputs":[{"idProperty":"email","id":"jane@acme.com",
             "properties":{"email":"jane@acme.com","firstname":"Jane","lastname":"Doe",
                 "company":"Acme","jobtitle":"VP Sales"},
-            "objectWriteTraceId":"lead3"}]}),
+            "objectWriteTraceId":support::lead_id("lead3")}]}),
         ))
         .respond_with(
             ResponseTemplate::new(200)
@@ -528,7 +531,9 @@ async fn fifo_groups_keep_their_order_after_a_failure() {
     let aws = Aws::fresh().await;
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(wiremock::matchers::body_string_contains("\"first\""))
+        .and(wiremock::matchers::body_string_contains(
+            support::lead_id("first").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(400))
         .mount(&server)
         .await;
@@ -566,11 +571,9 @@ async fn fifo_groups_keep_their_order_after_a_failure() {
                 .to_string()
         })
         .collect();
-    assert!(sent.contains(&"first".to_string()) && sent.contains(&"other".to_string()));
-    assert!(
-        !sent.contains(&"second".to_string()),
-        "not attempted out of order"
-    );
+    let sent_id = |name: &str| sent.contains(&support::lead_id(name));
+    assert!(sent_id("first") && sent_id("other"));
+    assert!(!sent_id("second"), "not attempted out of order");
 }
 
 #[tokio::test]
@@ -598,10 +601,10 @@ async fn ledger_items_are_written_per_destination() {
     assert_eq!(
         pks,
         vec![
-            "delivery#lead12#crm",
-            "delivery#lead12#outreach",
-            "delivery#lead12#slack",
-            "delivery#lead12#zapier"
+            format!("delivery#{}#crm", support::lead_id("lead12")),
+            format!("delivery#{}#outreach", support::lead_id("lead12")),
+            format!("delivery#{}#slack", support::lead_id("lead12")),
+            format!("delivery#{}#zapier", support::lead_id("lead12"))
         ]
     );
 }
@@ -686,7 +689,9 @@ async fn a_records_trace_header_joins_its_log_lines() {
     let line = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["lead_id"] == "lead-traced" && l["destination"] == "zapier")
+        .find(|l| {
+            l["lead_id"] == support::lead_id("lead-traced").as_str() && l["destination"] == "zapier"
+        })
         .expect("the delivery line");
     assert_eq!(line["xrayTraceId"], trace);
     assert_eq!(line["message_id"], "m-traced");

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
-use super::{Answer, rejected, send};
+use super::{Answer, rejected, send, truncate_chars};
 use crate::envelope::Envelope;
 use crate::router::retry::Attempt;
 
@@ -41,6 +41,9 @@ impl HubSpot {
     }
 }
 
+/// HubSpot refuses a property value over 65,536 characters (a 400 no retry fixes).
+pub const MAX_PROPERTY_CHARS: usize = 65_536;
+
 /// The request body, or `None` when the lead has no email to upsert by.
 pub fn payload(env: &Envelope, score_property: Option<&str>) -> Option<Value> {
     let lead = &env.lead;
@@ -48,6 +51,7 @@ pub fn payload(env: &Envelope, score_property: Option<&str>) -> Option<Value> {
     let mut props = Map::new();
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v {
+            let v = truncate_chars(&v, MAX_PROPERTY_CHARS).to_string();
             props.insert(k.to_string(), Value::String(v));
         }
     };
@@ -59,7 +63,11 @@ pub fn payload(env: &Envelope, score_property: Option<&str>) -> Option<Value> {
     put("website", lead.domain.clone());
     put("industry", lead.industry.clone());
     if let Some(p) = score_property {
-        put(p, lead.icp_score.map(|s| s.to_string()));
+        put(
+            p,
+            lead.icp_score
+                .map(|s| crate::lead::number_value(s).to_string()),
+        );
     }
     Some(json!({"inputs": [{
         "idProperty": "email",
@@ -160,16 +168,41 @@ mod tests {
             br#"{"email":"jane@acme.com","first_name":"Jane","company":"Acme","score":91,"x":1}"#,
         )
         .unwrap();
-        let env = Envelope::new("id1".into(), UNIX_EPOCH, None, lead);
+        let env = Envelope::new(ID1.into(), UNIX_EPOCH, None, lead);
         let p = payload(&env, Some("icp_score")).unwrap();
         assert_eq!(
             p,
             json!({"inputs":[{"idProperty":"email","id":"jane@acme.com",
                 "properties":{"email":"jane@acme.com","firstname":"Jane","company":"Acme","icp_score":"91"},
-                "objectWriteTraceId":"id1"}]})
+                "objectWriteTraceId":ID1}]})
         );
-        let no_email = Envelope::new("id2".into(), UNIX_EPOCH, None, Lead::default());
+        let no_email = Envelope::new(ID1.into(), UNIX_EPOCH, None, Lead::default());
         assert_eq!(payload(&no_email, None), None);
+    }
+
+    const ID1: &str = "1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d";
+
+    /// Property values over HubSpot's 65,536-character limit are cut between characters.
+    #[test]
+    fn long_values_are_cut_to_hubspot_limits() {
+        let body = json!({
+            "email": "jane@acme.com",
+            "first_name": "é".repeat(70_000),
+            "company": "Acme",
+            "title": "x".repeat(MAX_PROPERTY_CHARS),
+        });
+        let (lead, _) = Lead::parse(body.to_string().as_bytes()).unwrap();
+        let env = Envelope::new(ID1.into(), UNIX_EPOCH, None, lead);
+        let p = payload(&env, None).unwrap();
+        let props = &p["inputs"][0]["properties"];
+        let first = props["firstname"].as_str().unwrap();
+        assert_eq!(first.chars().count(), MAX_PROPERTY_CHARS);
+        assert!(first.chars().all(|c| c == 'é'));
+        assert_eq!(
+            props["jobtitle"].as_str().unwrap().len(),
+            MAX_PROPERTY_CHARS
+        );
+        assert_eq!(props["company"], "Acme");
     }
 
     #[test]

@@ -137,21 +137,43 @@ pub struct Answer {
 /// Longest part of a destination's answer kept for the log.
 const DETAIL_CHARS: usize = 300;
 
-/// Sends one request; transport failures come back as an [`Attempt`] already.
+/// Most of an answer's body ever read: enough for any error a destination explains itself with
+/// (HubSpot's multi-status errors included), never a 128 MB router's memory.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024;
+
+/// Sends one request; transport failures come back as an [`Attempt`] already. Reads at most
+/// [`MAX_ANSWER_BYTES`] of the answer and drops the rest with the connection.
 pub async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, Attempt> {
-    let response = request.timeout(timeout).send().await.map_err(transport)?;
+    let mut response = request.timeout(timeout).send().await.map_err(transport)?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(RetryAfter::parse);
-    let body = response.text().await.map_err(transport)?;
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await.map_err(transport)? {
+            Some(chunk) => {
+                let room = MAX_ANSWER_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            None => break,
+        }
+    }
     Ok(Answer {
         status,
         retry_after,
-        body,
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// At most `max` characters of `text`, cut between characters (never inside one).
+pub fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 fn transport(e: reqwest::Error) -> Attempt {
@@ -206,6 +228,52 @@ pub fn redact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_counts_characters_and_never_splits_one() {
+        assert_eq!(truncate_chars("héllo", 2), "hé");
+        assert_eq!(truncate_chars("héllo", 10), "héllo");
+        assert_eq!(truncate_chars("日本語", 1), "日");
+        assert_eq!(truncate_chars("", 0), "");
+    }
+
+    /// A destination that answers with an endless body: the attempt reads a few KB and comes
+    /// back with the status, instead of reading until the timeout (or the memory) runs out.
+    #[tokio::test]
+    async fn answers_are_read_only_up_to_a_bound() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return 0usize;
+            }
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "e".repeat(64 * 1024));
+            let mut sent = 0;
+            // Up to 256 MB, until the client hangs up.
+            while sent < 4096 && socket.write_all(chunk.as_bytes()).await.is_ok() {
+                sent += 1;
+            }
+            sent
+        });
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        let answer = send(
+            client.post(format!("http://{addr}/")).body("{}"),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a status, not a transport failure"));
+        assert_eq!(answer.status, 500);
+        assert_eq!(answer.body.len(), MAX_ANSWER_BYTES);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let chunks_sent = server.await.unwrap();
+        assert!(chunks_sent < 4096, "the client stopped reading");
+    }
 
     #[test]
     fn redact_masks_emails_and_bounds_length() {

@@ -20,11 +20,45 @@ impl Slack {
     }
 }
 
-/// Slack mrkdwn needs `&`, `<` and `>` escaped.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// Characters of one value (name, title, company) after escaping. Block Kit refuses a section's
+/// text over 3,000 characters and a field's over 2,000 (a 400, which no retry fixes): three values
+/// of this size and the labels stay under both, and under the 3,000 kept for the `text` fallback.
+pub const VALUE_CHARS: usize = 900;
+/// The source is 1-64 characters when ingest wrote it.
+const SOURCE_CHARS: usize = 64;
+
+/// Slack mrkdwn needs `&`, `<` and `>` escaped. At most `max` characters come out, counted after
+/// escaping; an escape sequence is never cut, and a shortened value ends with `…`.
+fn escape(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let piece = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            _ => "",
+        };
+        let width = if piece.is_empty() {
+            1
+        } else {
+            piece.chars().count()
+        };
+        // Room for this piece, and for the ellipsis if more is to come.
+        let reserve = usize::from(chars.peek().is_some());
+        if used + width + reserve > max {
+            out.push('…');
+            return out;
+        }
+        used += width;
+        if piece.is_empty() {
+            out.push(c);
+        } else {
+            out.push_str(piece);
+        }
+    }
+    out
 }
 
 fn name(lead: &Lead) -> String {
@@ -49,9 +83,11 @@ fn score(lead: &Lead) -> String {
 
 pub fn payload(env: &Envelope) -> Value {
     let lead = &env.lead;
-    let name = escape(&name(lead));
-    let title = escape(lead.job_title.as_deref().unwrap_or("—"));
-    let company = escape(lead.company_name.as_deref().unwrap_or("—"));
+    let name = escape(&name(lead), VALUE_CHARS);
+    let title = escape(lead.job_title.as_deref().unwrap_or("—"), VALUE_CHARS);
+    let company = escape(lead.company_name.as_deref().unwrap_or("—"), VALUE_CHARS);
+    // Input strings are never sliced by bytes: the id is checked hex, but take characters anyway.
+    let short_id: String = env.id.chars().take(12).collect();
     let score = score(lead);
     let text = format!("New lead: {name}, {title} at {company} (ICP {score})");
     json!({
@@ -65,8 +101,8 @@ pub fn payload(env: &Envelope) -> Value {
                 {"type": "mrkdwn", "text": format!("*ICP score*\n{score}")}
             ]},
             {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": format!("lead `{}`{}", &env.id[..env.id.len().min(12)],
-                    env.source.as_deref().map(|s| format!(" · source `{}`", escape(s))).unwrap_or_default())}
+                {"type": "mrkdwn", "text": format!("lead `{short_id}`{}",
+                    env.source.as_deref().map(|s| format!(" · source `{}`", escape(s, SOURCE_CHARS))).unwrap_or_default())}
             ]}
         ]
     })
@@ -103,7 +139,7 @@ mod tests {
         )
         .unwrap();
         let env = Envelope::new(
-            "abcdef0123456789".into(),
+            "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789".into(),
             UNIX_EPOCH,
             Some("t1".into()),
             lead,
@@ -115,5 +151,62 @@ mod tests {
         );
         assert_eq!(p["blocks"].as_array().unwrap().len(), 3);
         assert!(!p.to_string().contains("jane@acme.com"));
+    }
+
+    fn texts(p: &Value) -> Vec<(&'static str, String)> {
+        let mut out = vec![("text", p["text"].as_str().unwrap().to_string())];
+        for block in p["blocks"].as_array().unwrap() {
+            if let Some(t) = block["text"]["text"].as_str() {
+                out.push(("section", t.to_string()));
+            }
+            for f in block["fields"].as_array().into_iter().flatten() {
+                out.push(("field", f["text"].as_str().unwrap().to_string()));
+            }
+            for e in block["elements"].as_array().into_iter().flatten() {
+                out.push(("context", e["text"].as_str().unwrap().to_string()));
+            }
+        }
+        out
+    }
+
+    /// A 3,000-character first name, 600 `&` in a company (5 characters each once escaped) and a
+    /// long multibyte title: every text stays within Block Kit's limits, no escape sequence or
+    /// character is cut, and what is cut says so.
+    #[test]
+    fn long_values_are_cut_to_block_kit_limits() {
+        let body = serde_json::json!({
+            "first_name": "J".repeat(3_000),
+            "company": "&".repeat(600),
+            "title": "é<".repeat(2_000),
+            "score": 95,
+        });
+        let (lead, _) = Lead::parse(body.to_string().as_bytes()).unwrap();
+        // A crafted envelope (the router's input) with a long source.
+        let mut env = Envelope::new("ab".repeat(32), UNIX_EPOCH, None, lead);
+        env.source = Some("<".repeat(500));
+        let p = payload(&env);
+        for (kind, text) in texts(&p) {
+            let limit = if kind == "field" { 2_000 } else { 3_000 };
+            assert!(
+                text.chars().count() <= limit,
+                "{kind}: {}",
+                text.chars().count()
+            );
+            // Every `&` starts a whole escape sequence.
+            for (i, _) in text.match_indices('&') {
+                let rest = &text[i..];
+                assert!(
+                    ["&amp;", "&lt;", "&gt;"]
+                        .iter()
+                        .any(|e| rest.starts_with(e)),
+                    "{kind}: a cut escape at {i}"
+                );
+            }
+        }
+        assert!(p["text"].as_str().unwrap().contains("JJJ…"));
+        assert!(p.to_string().contains("&amp;&amp;…"));
+        assert_eq!(escape("a&b", 5), "a…");
+        assert_eq!(escape("a&b", 7), "a&amp;b");
+        assert_eq!(escape("a&b", 6), "a…");
     }
 }

@@ -81,9 +81,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Derives the key. A request without the configured header (or with none of the configured
-/// fields) falls back to the body, so exact retries are still deduplicated.
-pub fn derive_key(spec: &KeySpec, headers: &HeaderMap, body: &[u8], lead: &Lead) -> IdempotencyKey {
+/// Derives the key. The `{source}` is part of it: the same body from two tables is two
+/// callbacks. (For the bare route the body key stays the plain body hash.) A request without the
+/// configured header (or with none of the configured fields) falls back to the body, so exact
+/// retries are still deduplicated.
+pub fn derive_key(
+    spec: &KeySpec,
+    headers: &HeaderMap,
+    body: &[u8],
+    lead: &Lead,
+    source: Option<&str>,
+) -> IdempotencyKey {
     let material: Option<Vec<u8>> = match spec {
         KeySpec::Body => None,
         KeySpec::Header(name) => headers
@@ -102,17 +110,17 @@ pub fn derive_key(spec: &KeySpec, headers: &HeaderMap, body: &[u8], lead: &Lead)
             }
         }
     };
-    match material {
-        Some(m) => IdempotencyKey {
-            id: sha256_hex(&m),
-            body_hash: Some(sha256_hex(body)),
-            fell_back_to_body: false,
-        },
-        None => IdempotencyKey {
-            id: sha256_hex(body),
-            body_hash: spec.checks_body().then(|| sha256_hex(body)),
-            fell_back_to_body: spec.checks_body(),
-        },
+    let fell_back_to_body = material.is_none() && spec.checks_body();
+    let material = material.unwrap_or_else(|| body.to_vec());
+    let id = match source {
+        // `{source}` is 1-64 of [A-Za-z0-9_-]: the NUL keeps it apart from the material.
+        Some(src) => sha256_hex(&[b"source\0", src.as_bytes(), b"\0", &material].concat()),
+        None => sha256_hex(&material),
+    };
+    IdempotencyKey {
+        id,
+        body_hash: spec.checks_body().then(|| sha256_hex(body)),
+        fell_back_to_body,
     }
 }
 
@@ -285,7 +293,13 @@ mod tests {
 
     #[test]
     fn body_key_is_the_body_hash() {
-        let k = derive_key(&KeySpec::Body, &HeaderMap::new(), b"{}", &Lead::default());
+        let k = derive_key(
+            &KeySpec::Body,
+            &HeaderMap::new(),
+            b"{}",
+            &Lead::default(),
+            None,
+        );
         assert_eq!(k.id, sha256_hex(b"{}"));
         assert_eq!(k.body_hash, None);
         assert!(!k.fell_back_to_body);
@@ -296,13 +310,13 @@ mod tests {
         let spec = KeySpec::Header("idempotency-key".into());
         let mut h = HeaderMap::new();
         h.insert("idempotency-key", HeaderValue::from_static("row-1"));
-        let a = derive_key(&spec, &h, b"{\"a\":1}", &Lead::default());
-        let b = derive_key(&spec, &h, b"{\"a\":2}", &Lead::default());
+        let a = derive_key(&spec, &h, b"{\"a\":1}", &Lead::default(), None);
+        let b = derive_key(&spec, &h, b"{\"a\":2}", &Lead::default(), None);
         assert_eq!(a.id, b.id);
         assert_ne!(a.body_hash, b.body_hash);
         h.insert("idempotency-key", HeaderValue::from_static("row-2"));
         assert_ne!(
-            derive_key(&spec, &h, b"{\"a\":1}", &Lead::default()).id,
+            derive_key(&spec, &h, b"{\"a\":1}", &Lead::default(), None).id,
             a.id
         );
     }
@@ -310,11 +324,11 @@ mod tests {
     #[test]
     fn missing_header_or_fields_fall_back_to_body() {
         let spec = KeySpec::Header("idempotency-key".into());
-        let k = derive_key(&spec, &HeaderMap::new(), b"{}", &Lead::default());
+        let k = derive_key(&spec, &HeaderMap::new(), b"{}", &Lead::default(), None);
         assert_eq!(k.id, sha256_hex(b"{}"));
         assert!(k.fell_back_to_body);
         let spec = KeySpec::Fields(vec!["email".into()]);
-        let k = derive_key(&spec, &HeaderMap::new(), b"{}", &Lead::default());
+        let k = derive_key(&spec, &HeaderMap::new(), b"{}", &Lead::default(), None);
         assert!(k.fell_back_to_body);
     }
 
@@ -323,10 +337,34 @@ mod tests {
         let spec = KeySpec::Fields(vec!["email".into()]);
         let (a, _) = Lead::parse(br#"{"Work Email":"Jane@Acme.com","x":1}"#).unwrap();
         let (b, _) = Lead::parse(br#"{"email":" jane@acme.com ","x":2}"#).unwrap();
-        let ka = derive_key(&spec, &HeaderMap::new(), b"1", &a);
-        let kb = derive_key(&spec, &HeaderMap::new(), b"2", &b);
+        let ka = derive_key(&spec, &HeaderMap::new(), b"1", &a, None);
+        let kb = derive_key(&spec, &HeaderMap::new(), b"2", &b, None);
         assert_eq!(ka.id, kb.id);
         assert_ne!(ka.body_hash, kb.body_hash);
+    }
+
+    /// The same body, header or fields from two tables (`/enriched/table-a`, `/table-b`) are two
+    /// callbacks; the bare route keeps the plain body hash.
+    #[test]
+    fn the_source_is_part_of_every_key() {
+        let (lead, _) = Lead::parse(br#"{"email":"jane@acme.com"}"#).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("idempotency-key", HeaderValue::from_static("row-1"));
+        for spec in [
+            KeySpec::Body,
+            KeySpec::Header("idempotency-key".into()),
+            KeySpec::Fields(vec!["email".into()]),
+        ] {
+            let body = br#"{"email":"jane@acme.com"}"#;
+            let a = derive_key(&spec, &h, body, &lead, Some("table-a"));
+            let b = derive_key(&spec, &h, body, &lead, Some("table-b"));
+            let bare = derive_key(&spec, &h, body, &lead, None);
+            assert_ne!(a.id, b.id, "{spec:?}");
+            assert_ne!(a.id, bare.id, "{spec:?}");
+            assert_eq!(a, derive_key(&spec, &h, body, &lead, Some("table-a")));
+        }
+        let bare = derive_key(&KeySpec::Body, &h, b"{}", &lead, None);
+        assert_eq!(bare.id, sha256_hex(b"{}"));
     }
 
     #[test]

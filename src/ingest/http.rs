@@ -78,6 +78,18 @@ fn error_body(e: &IngestError) -> (StatusCode, Value) {
             json!({"error": {"code": "payload_too_large",
                 "message": format!("body is over the {limit}-byte limit"), "limit": limit}}),
         ),
+        IngestError::MessageTooLarge { size, limit } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": {"code": "payload_too_large",
+                "message": format!("the queue message for this body would be {size} bytes, over the queue's {limit}-byte limit"),
+                "limit": limit}}),
+        ),
+        IngestError::TooDeep { limit } => (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"code": "too_deep",
+                "message": format!("body nests deeper than {limit} levels of objects and arrays, which the router cannot read back"),
+                "limit": limit}}),
+        ),
         IngestError::UnsupportedMediaType => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error(

@@ -5,19 +5,23 @@ pub mod http;
 pub mod lambda;
 
 use lambda_http::http::{HeaderMap, Method};
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use crate::auth::{self, AuthError, Secrets};
-use crate::envelope::Envelope;
+use crate::envelope::{self, Envelope, MAX_BODY_DEPTH};
 use crate::idempotency::{
     Begin, Claim, IdempotencyStore, KeySpec, StoreError, Verdict, derive_key, judge,
 };
-use crate::lead::{BodyError, Lead};
+use crate::lead::{BodyError, Lead, parse_object};
 use crate::queue::{LeadQueue, OutgoingMessage, QueueError};
 
 /// The route prefix; `/{source}` may follow.
 pub const ROUTE: &str = "/api/clay/enriched";
+
+/// serde_json's message for a document nested deeper than it reads.
+const RECURSION_LIMIT: &str = "recursion limit exceeded";
 
 /// How often a key that changes hands mid-write is retried (Powertools does 2 retries too).
 const MAX_CLAIM_ATTEMPTS: usize = 3;
@@ -29,6 +33,8 @@ pub struct IngestSettings {
     pub key_spec: KeySpec,
     pub ttl_seconds: i64,
     pub max_body_bytes: usize,
+    /// The lead queue's maximum message size: the envelope must fit it.
+    pub max_message_bytes: usize,
     pub tolerance_seconds: i64,
     /// In-progress lock length when no Lambda deadline is known (local runs).
     pub default_in_progress: Duration,
@@ -74,6 +80,10 @@ pub enum IngestError {
     InvalidSource,
     #[error("body of {size} bytes is over the {limit}-byte limit")]
     PayloadTooLarge { size: usize, limit: usize },
+    #[error("the queue message would be {size} bytes, over the queue's {limit}-byte limit")]
+    MessageTooLarge { size: usize, limit: usize },
+    #[error("body nests deeper than {limit} levels")]
+    TooDeep { limit: usize },
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("unauthorized: {0}")]
@@ -95,6 +105,25 @@ pub struct Ingest<S, Q> {
     pub settings: IngestSettings,
     pub store: S,
     pub queue: Q,
+}
+
+/// Kept back from the invocation's deadline for giving a claim back after a failed or slow call,
+/// so a 503 never leaves an `IN_PROGRESS` record behind a killed invocation.
+pub const CLEANUP_RESERVE: Duration = Duration::from_millis(1_000);
+/// The last stretch before the deadline: the answer itself needs it.
+const ANSWER_MARGIN: Duration = Duration::from_millis(150);
+
+/// Runs `call` until `until`; past it the call is dropped (its request cancelled) and `timed_out`
+/// is the error.
+async fn bounded<T, E>(
+    until: tokio::time::Instant,
+    call: impl Future<Output = Result<T, E>>,
+    timed_out: impl FnOnce() -> E,
+) -> Result<T, E> {
+    match tokio::time::timeout_at(until, call).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out()),
+    }
 }
 
 fn epoch_ms(t: SystemTime) -> i64 {
@@ -165,8 +194,22 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             now_ms.div_euclid(1000),
             s.tolerance_seconds,
         )?;
-        let (lead, warnings) = Lead::parse(req.body)?;
-        let key = derive_key(&s.key_spec, req.headers, req.body, &lead);
+        let too_deep = IngestError::TooDeep {
+            limit: MAX_BODY_DEPTH,
+        };
+        let object = match parse_object(req.body) {
+            Ok(object) => object,
+            // Deeper than serde_json reads at all: the same answer as deeper than we route.
+            Err(BodyError::InvalidJson { message, .. }) if message == RECURSION_LIMIT => {
+                return Err(too_deep);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if envelope::object_depth(&object) > MAX_BODY_DEPTH {
+            return Err(too_deep);
+        }
+        let (lead, warnings) = Lead::from_object(object);
+        let key = derive_key(&s.key_spec, req.headers, req.body, &lead, source.as_deref());
         // From here on every log line of this request carries the lead's ID.
         tracing::Span::current().record("lead_id", key.id.as_str());
         for w in &warnings {
@@ -175,18 +218,7 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
         if key.fell_back_to_body {
             warn!("configured idempotency key missing from the request: using the body");
         }
-        let lock = req.remaining.unwrap_or(s.default_in_progress);
-        let claim = Claim {
-            id: key.id.clone(),
-            body_hash: key.body_hash.clone(),
-            expires_at: now_ms.div_euclid(1000) + s.ttl_seconds,
-            in_progress_expires_at: now_ms + lock.as_millis() as i64,
-            now_ms,
-        };
-        if let Some(duplicate) = self.claim(&claim).await? {
-            return Ok(duplicate);
-        }
-
+        // What SQS receives is the envelope, not the body: it must fit before anything is written.
         let envelope = Envelope::new(key.id.clone(), req.received_at, source.clone(), lead);
         let message = OutgoingMessage {
             body: envelope.to_json(),
@@ -194,27 +226,68 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             group: source.unwrap_or_else(|| "default".to_string()),
             trace_header: req.trace_header.map(str::to_string),
         };
+        if message.body.len() > s.max_message_bytes {
+            return Err(IngestError::MessageTooLarge {
+                size: message.body.len(),
+                limit: s.max_message_bytes,
+            });
+        }
+        // Every call is bounded by the invocation's own deadline, less what giving the claim
+        // back needs: a slow DynamoDB or SQS turns into a clean 503, never a killed invocation.
+        let lock = req.remaining.unwrap_or(s.default_in_progress);
+        let deadline = tokio::time::Instant::now() + lock;
+        let calls_until = deadline
+            .checked_sub(CLEANUP_RESERVE + ANSWER_MARGIN)
+            .unwrap_or(deadline);
+        let cleanup_until = deadline.checked_sub(ANSWER_MARGIN).unwrap_or(deadline);
+        let claim = Claim {
+            id: key.id.clone(),
+            body_hash: key.body_hash.clone(),
+            expires_at: now_ms.div_euclid(1000) + s.ttl_seconds,
+            in_progress_expires_at: now_ms + lock.as_millis() as i64,
+            now_ms,
+        };
+        let claimed = bounded(calls_until, self.claim(&claim), || {
+            IngestError::Store(StoreError::Unavailable(
+                "no answer within the invocation's time".into(),
+            ))
+        })
+        .await;
+        match claimed {
+            Ok(None) => {}
+            Ok(Some(duplicate)) => return Ok(duplicate),
+            Err(e @ IngestError::Store(_)) => {
+                // The put may have landed before the answer was lost: give back what may be ours.
+                self.release(&claim, cleanup_until).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+
         let sending = std::time::Instant::now();
-        let sent = self.queue.send(&message).await;
+        let sent = bounded(calls_until, self.queue.send(&message), || {
+            QueueError("no answer within the invocation's time".into())
+        })
+        .await;
         let enqueue = sending.elapsed();
         let message_id = match sent {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "enqueue failed: releasing the idempotency claim");
-                if let Err(d) = self.store.abandon(&claim).await {
-                    warn!(error = %d, "could not delete the claim; it expires on its own");
-                }
+                self.release(&claim, cleanup_until).await;
                 return Err(e.into());
             }
         };
         // The lead is queued whatever happens next. If marking it complete fails, a retry after
         // the lock expires queues it again, and the router's delivery ledger drops the repeat.
         let completed_expiry = epoch_ms(SystemTime::now()).div_euclid(1000) + s.ttl_seconds;
-        if let Err(e) = self
-            .store
-            .complete(&key.id, &message_id, completed_expiry)
-            .await
-        {
+        let completed = bounded(
+            cleanup_until,
+            self.store.complete(&key.id, &message_id, completed_expiry),
+            || StoreError::Unavailable("no answer within the invocation's time".into()),
+        )
+        .await;
+        if let Err(e) = completed {
             warn!(error = %e, "lead queued but the record could not be completed");
         }
         info!(scheme = scheme.as_str(), "accepted");
@@ -223,6 +296,17 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             message_id,
             enqueue,
         })
+    }
+
+    /// Deletes our claim (guarded by its lock token), within what is left of the invocation.
+    async fn release(&self, claim: &Claim, until: tokio::time::Instant) {
+        let released = bounded(until, self.store.abandon(claim), || {
+            StoreError::Unavailable("no answer within the invocation's time".into())
+        })
+        .await;
+        if let Err(d) = released {
+            warn!(error = %d, "could not delete the claim; its lock lapses at the deadline");
+        }
     }
 
     /// The conditional write, and what to do when someone else holds the key. `Some` is the

@@ -109,7 +109,10 @@ proptest! {
         }
         let i = ingest(MemoryStore::default(), MemoryQueue::default());
         let method = if post { Method::POST } else { Method::GET };
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let result = rt.block_on(i.handle(IngestRequest {
             method: &method,
             path: &path,
@@ -130,7 +133,12 @@ proptest! {
         prop_assert!(parsed.is_object());
         prop_assert!(!text.contains(TOKEN));
         if status == 202 {
-            prop_assert_eq!(i.queue.sent.lock().unwrap().len(), 1);
+            let sent = i.queue.sent.lock().unwrap();
+            prop_assert_eq!(sent.len(), 1);
+            // Whatever ingest accepts, the router reads back.
+            let envelope = crate::envelope::Envelope::parse(&sent[0].body);
+            prop_assert!(envelope.is_ok(), "{:?}", envelope.err());
+            prop_assert_eq!(envelope.unwrap().to_json(), sent[0].body.clone());
         } else {
             prop_assert!(i.queue.sent.lock().unwrap().is_empty());
         }
@@ -149,7 +157,55 @@ proptest! {
         }
         let text = serde_json::to_string(&lead).unwrap();
         let back: Lead = serde_json::from_str(&text).unwrap();
-        prop_assert_eq!(back, lead);
+        prop_assert_eq!(&back, &lead);
+        // And through the queue message, as the router reads it.
+        let id = crate::idempotency::sha256_hex(text.as_bytes());
+        let envelope = crate::envelope::Envelope::new(id, UNIX_EPOCH, Some("t".into()), lead);
+        let read_back = crate::envelope::Envelope::parse(&envelope.to_json());
+        prop_assert!(read_back.is_ok(), "{:?}", read_back.err());
+        prop_assert_eq!(read_back.unwrap(), envelope);
+    }
+
+    /// Bodies nested around the limit: accepted ones round-trip, deeper ones are refused.
+    #[test]
+    fn nesting_around_the_limit_is_refused_or_read_back(
+        levels in (crate::envelope::MAX_BODY_DEPTH - 4)..=(crate::envelope::MAX_BODY_DEPTH + 4),
+        array in any::<bool>(),
+        leaf in leaf(),
+    ) {
+        let mut value = leaf;
+        for _ in 1..levels {
+            value = if array { Value::Array(vec![value]) } else { serde_json::json!({"k": value}) };
+        }
+        let body = serde_json::json!({"email": "a@b.co", "deep": value}).to_string();
+        let mut i = ingest(MemoryStore::default(), MemoryQueue::default());
+        i.settings.max_body_bytes = 1 << 20;
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("x-clay-signature", HeaderValue::from_static(TOKEN));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let result = rt.block_on(i.handle(IngestRequest {
+            method: &Method::POST,
+            path: "/api/clay/enriched",
+            headers: &h,
+            body: body.as_bytes(),
+            received_at: UNIX_EPOCH + Duration::from_secs(T0),
+            remaining: Some(Duration::from_secs(3)),
+            trace_header: None,
+        }));
+        // `levels - 1` containers around a scalar, inside the body object.
+        let body_depth = levels;
+        if body_depth <= crate::envelope::MAX_BODY_DEPTH {
+            prop_assert!(result.is_ok(), "{:?}", result.err());
+            let sent = i.queue.sent.lock().unwrap();
+            prop_assert!(crate::envelope::Envelope::parse(&sent[0].body).is_ok());
+        } else {
+            prop_assert!(matches!(result, Err(IngestError::TooDeep { .. })), "{:?}", result);
+            prop_assert_eq!(http::error_code(result.as_ref().unwrap_err()), "too_deep");
+        }
     }
 
     #[test]

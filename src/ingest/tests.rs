@@ -39,10 +39,15 @@ impl IdempotencyStore for MemoryStore {
 pub(super) struct MemoryQueue {
     pub(super) sent: Mutex<Vec<OutgoingMessage>>,
     fail: bool,
+    /// A queue that never answers: the slow dependency the time budget is for.
+    hang: bool,
 }
 
 impl LeadQueue for MemoryQueue {
     async fn send(&self, m: &OutgoingMessage) -> Result<String, QueueError> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
         if self.fail {
             return Err(QueueError("down".into()));
         }
@@ -61,6 +66,7 @@ pub(super) fn ingest(store: MemoryStore, queue: MemoryQueue) -> Ingest<MemorySto
             key_spec: KeySpec::Body,
             ttl_seconds: 100,
             max_body_bytes: 64,
+            max_message_bytes: 1_024,
             tolerance_seconds: 300,
             default_in_progress: Duration::from_secs(30),
         },
@@ -151,6 +157,84 @@ async fn failed_send_abandons_exactly_our_claim() {
     let claims = i.store.claims.lock().unwrap().clone();
     assert_eq!(*i.store.abandoned.lock().unwrap(), claims);
     assert!(i.store.completed.lock().unwrap().is_empty());
+}
+
+/// A queue that never answers: the send is cut off before the invocation's deadline, with time
+/// left to give the claim back, so the 503 leaves no record behind.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_queue_is_cut_off_in_time_to_release_the_claim() {
+    let queue = MemoryQueue {
+        hang: true,
+        ..Default::default()
+    };
+    let i = ingest(MemoryStore::default(), queue);
+    let remaining = Duration::from_secs(3);
+    let started = tokio::time::Instant::now();
+    let r = call(&i, &headers(TOKEN), b"{}", Some(remaining)).await;
+    let took = started.elapsed();
+    assert!(matches!(r, Err(IngestError::Queue(_))), "{r:?}");
+    assert!(took <= remaining - CLEANUP_RESERVE, "{took:?}");
+    let claims = i.store.claims.lock().unwrap().clone();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(*i.store.abandoned.lock().unwrap(), claims);
+    assert_eq!(
+        http::respond(&r).status(),
+        lambda_http::http::StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// The envelope, not the body, must fit the queue: a body under `MAX_BODY_BYTES` whose message
+/// would not fit is a 413 before anything is written, never a 503 on every retry.
+#[tokio::test]
+async fn a_body_whose_message_would_not_fit_the_queue_is_413() {
+    let mut i = ingest(MemoryStore::default(), MemoryQueue::default());
+    i.settings.max_body_bytes = 1_024;
+    // 1,000 bytes of body: the envelope adds its id, time and wrapping (about 200 bytes).
+    let body = format!(r#"{{"note":"{}"}}"#, "x".repeat(1_000 - 11));
+    assert_eq!(body.len(), 1_000);
+    let r = call(&i, &headers(TOKEN), body.as_bytes(), None).await;
+    let Err(IngestError::MessageTooLarge { size, limit }) = r else {
+        panic!("{r:?}");
+    };
+    assert!(size > limit && limit == 1_024, "{size} {limit}");
+    let response = http::respond(&Err(IngestError::MessageTooLarge { size, limit }));
+    assert_eq!(response.status().as_u16(), 413);
+    assert!(
+        std::str::from_utf8(response.body().as_ref())
+            .unwrap()
+            .contains("payload_too_large")
+    );
+    assert!(i.store.claims.lock().unwrap().is_empty());
+    assert!(i.queue.sent.lock().unwrap().is_empty());
+    // A body whose envelope fits goes through.
+    let body = format!(r#"{{"note":"{}"}}"#, "x".repeat(700));
+    assert!(
+        call(&i, &headers(TOKEN), body.as_bytes(), None)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_body_too_deep_for_the_router_is_400_too_deep() {
+    let mut i = ingest(MemoryStore::default(), MemoryQueue::default());
+    i.settings.max_body_bytes = 4_096;
+    let levels = crate::envelope::MAX_BODY_DEPTH + 1;
+    let body = format!(
+        "{}{{}}{}",
+        "{\"a\":".repeat(levels - 1),
+        "}".repeat(levels - 1)
+    );
+    let r = call(&i, &headers(TOKEN), body.as_bytes(), None).await;
+    assert!(matches!(r, Err(IngestError::TooDeep { .. })), "{r:?}");
+    let response = http::respond(&r);
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(
+        std::str::from_utf8(response.body().as_ref())
+            .unwrap()
+            .contains("too_deep")
+    );
+    assert!(i.store.claims.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

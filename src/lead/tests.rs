@@ -7,17 +7,17 @@ use serde_json::json;
 fn cases() -> Vec<(&'static str, &'static str, Option<Value>)> {
     vec![
         // Scores: numbers, numbers as text, padded, decimals, thousands, percent.
-        (r#"{"icp_score":85}"#, "icp_score", Some(json!(85.0))),
-        (r#"{"icp_score":"85"}"#, "icp_score", Some(json!(85.0))),
-        (r#"{"icp_score":" 85 "}"#, "icp_score", Some(json!(85.0))),
-        (r#"{"icp_score":"85.0"}"#, "icp_score", Some(json!(85.0))),
+        (r#"{"icp_score":85}"#, "icp_score", Some(json!(85))),
+        (r#"{"icp_score":"85"}"#, "icp_score", Some(json!(85))),
+        (r#"{"icp_score":" 85 "}"#, "icp_score", Some(json!(85))),
+        (r#"{"icp_score":"85.0"}"#, "icp_score", Some(json!(85))),
         (r#"{"icp_score":"72.5"}"#, "icp_score", Some(json!(72.5))),
-        (r#"{"icp_score":"1,200"}"#, "icp_score", Some(json!(1200.0))),
-        (r#"{"icp_score":"90%"}"#, "icp_score", Some(json!(90.0))),
-        (r#"{"ICP Score":"91"}"#, "icp_score", Some(json!(91.0))),
-        (r#"{"score":77}"#, "icp_score", Some(json!(77.0))),
-        (r#"{"Lead Score":"64"}"#, "icp_score", Some(json!(64.0))),
-        (r#"{"icpScore":["88"]}"#, "icp_score", Some(json!(88.0))),
+        (r#"{"icp_score":"1,200"}"#, "icp_score", Some(json!(1200))),
+        (r#"{"icp_score":"90%"}"#, "icp_score", Some(json!(90))),
+        (r#"{"ICP Score":"91"}"#, "icp_score", Some(json!(91))),
+        (r#"{"score":77}"#, "icp_score", Some(json!(77))),
+        (r#"{"Lead Score":"64"}"#, "icp_score", Some(json!(64))),
+        (r#"{"icpScore":["88"]}"#, "icp_score", Some(json!(88))),
         // Absent markers.
         (r#"{"icp_score":""}"#, "icp_score", None),
         (r#"{"icp_score":null}"#, "icp_score", None),
@@ -148,8 +148,36 @@ fn cases() -> Vec<(&'static str, &'static str, Option<Value>)> {
             "employee_count",
             Some(json!(1200)),
         ),
-        (r#"{"employee_count":"51-200"}"#, "employee_count", None),
+        // LinkedIn's ranges: the lower bound, and the range kept as sent.
+        (
+            r#"{"Employee Count":"51-200"}"#,
+            "employee_count",
+            Some(json!(51)),
+        ),
+        (
+            r#"{"Employee Count":"51-200"}"#,
+            "employee_count_range",
+            Some(json!("51-200")),
+        ),
+        (
+            r#"{"company_size":"1,001 – 5,000"}"#,
+            "employee_count",
+            Some(json!(1001)),
+        ),
+        (
+            r#"{"employees":"11 to 50"}"#,
+            "employee_count",
+            Some(json!(11)),
+        ),
+        (
+            r#"{"Employee Range":"201-500"}"#,
+            "employee_count",
+            Some(json!(201)),
+        ),
+        (r#"{"employee_count":"200-51"}"#, "employee_count", None),
+        (r#"{"employee_count":"2020-01-01"}"#, "employee_count", None),
         (r#"{"employee_count":-5}"#, "employee_count", None),
+        (r#"{"employee_count":"-5"}"#, "employee_count", None),
         // Domains and LinkedIn.
         (
             r#"{"domain":"https://www.Acme.com/about"}"#,
@@ -198,10 +226,10 @@ fn clay_shapes_table() {
 #[test]
 fn unparseable_known_value_is_kept_in_extra_and_warned_without_the_value() {
     let (lead, warnings) =
-        Lead::parse(br#"{"Work Email":"jane at acme","employee_count":"51-200"}"#).unwrap();
+        Lead::parse(br#"{"Work Email":"jane at acme","employee_count":"lots"}"#).unwrap();
     assert_eq!(lead.email, None);
     assert_eq!(lead.extra.get("Work Email"), Some(&json!("jane at acme")));
-    assert_eq!(lead.extra.get("employee_count"), Some(&json!("51-200")));
+    assert_eq!(lead.extra.get("employee_count"), Some(&json!("lots")));
     assert_eq!(warnings.len(), 2);
     assert_eq!(warnings[0].field, "email");
     assert_eq!(warnings[0].key, "Work Email");
@@ -210,6 +238,25 @@ fn unparseable_known_value_is_kept_in_extra_and_warned_without_the_value() {
         !shown.contains("jane"),
         "warnings never carry values: {shown}"
     );
+}
+
+/// `"ICP Score": "92"` travels on as `92`, not `92.0`; fractions stay fractions.
+#[test]
+fn whole_scores_stay_integers_downstream() {
+    let (lead, _) = Lead::parse(br#"{"ICP Score":"92","Employee Count":"51-200"}"#).unwrap();
+    let text = serde_json::to_string(&lead).unwrap();
+    assert_eq!(
+        text,
+        r#"{"employee_count":51,"employee_count_range":"51-200","icp_score":92,"extra":{}}"#
+    );
+    let back: Lead = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, lead);
+    let (lead, _) = Lead::parse(br#"{"score":"79.5"}"#).unwrap();
+    assert_eq!(
+        serde_json::to_value(&lead).unwrap()["icp_score"],
+        json!(79.5)
+    );
+    assert_eq!(lead.get("icp_score"), Some(json!(79.5)));
 }
 
 #[test]
@@ -233,7 +280,7 @@ fn serialises_known_fields_then_extra() {
     let v = serde_json::to_value(&lead).unwrap();
     assert_eq!(
         v,
-        json!({"email":"jane@acme.com","icp_score":85.0,"extra":{"Row ID":7}})
+        json!({"email":"jane@acme.com","icp_score":85,"extra":{"Row ID":7}})
     );
     let back: Lead = serde_json::from_value(v).unwrap();
     assert_eq!(back, lead);

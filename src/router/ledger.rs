@@ -19,6 +19,10 @@ pub const DELIVERED: &str = "DELIVERED";
 pub struct DeliveryClaim {
     pub id: String,
     pub destination: DestinationName,
+    /// Which version of the lead this is ([`crate::envelope::Envelope::lead_version`]).
+    pub version: String,
+    /// When ingest accepted this version (epoch ms): an older version never replaces a newer.
+    pub received_at_ms: i64,
     /// Epoch ms: while this is in the future no other invocation may send. Our lock token too.
     pub lock_until_ms: i64,
     pub now_ms: i64,
@@ -30,7 +34,7 @@ pub struct DeliveryClaim {
 pub enum ClaimOutcome {
     /// Ours to send.
     Claimed,
-    /// Already delivered by an earlier receive: skip.
+    /// This version (or a newer one) was already delivered by an earlier receive: skip.
     AlreadyDelivered,
     /// Another invocation is sending it right now: this record retries later.
     Busy,
@@ -90,14 +94,24 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             .item("status", s(DELIVERING))
             .item("lock_until", n(c.lock_until_ms))
             .item("expires_at", n(c.expires_at))
+            .item("version", s(&c.version))
+            .item("received_at_ms", n(c.received_at_ms))
+            // Ours when: never claimed; a claim whose invocation is gone; or another version,
+            // older than this one, delivered (a re-enriched row: the update must go out too).
             .condition_expression(
-                "attribute_not_exists(#pk) OR (#status = :delivering AND #lock < :now_ms)",
+                "attribute_not_exists(#pk) OR (#status = :delivering AND #lock < :now_ms) \
+                 OR (#status = :delivered AND #version <> :version AND #received < :received)",
             )
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#lock", "lock_until")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#received", "received_at_ms")
             .expression_attribute_values(":delivering", s(DELIVERING))
+            .expression_attribute_values(":delivered", s(DELIVERED))
             .expression_attribute_values(":now_ms", n(c.now_ms))
+            .expression_attribute_values(":version", s(&c.version))
+            .expression_attribute_values(":received", n(c.received_at_ms))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;

@@ -230,10 +230,11 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 info!("no configured destination for this lead: skipped");
                 return Ok(());
             }
+            let version = envelope.lead_version();
             let results = futures::future::join_all(
                 targets
                     .iter()
-                    .map(|d| self.deliver_once(&envelope, *d, deadline, metrics)),
+                    .map(|d| self.deliver_once(&envelope, &version, *d, deadline, metrics)),
             )
             .await;
             if results.iter().all(Result::is_ok) {
@@ -250,6 +251,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
     async fn deliver_once(
         &self,
         env: &Envelope,
+        version: &str,
         dest: DestinationName,
         deadline: SystemTime,
         metrics: &Metrics,
@@ -258,6 +260,8 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         let claim = DeliveryClaim {
             id: env.id.clone(),
             destination: dest,
+            version: version.to_string(),
+            received_at_ms: env.received_at_ms(),
             // Past the deadline this invocation is gone, and another may take over.
             lock_until_ms: epoch_ms(deadline) + 1_000,
             now_ms: epoch_ms(now),
@@ -266,7 +270,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         match self.ledger.claim(&claim).await {
             Ok(ClaimOutcome::Claimed) => {}
             Ok(ClaimOutcome::AlreadyDelivered) => {
-                info!(destination = %dest, "already delivered: skipped");
+                info!(destination = %dest, "already delivered (this version or a newer one): skipped");
                 return Ok(());
             }
             Ok(ClaimOutcome::Busy) => {

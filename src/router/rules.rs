@@ -173,11 +173,15 @@ pub struct RulesError {
     pub message: String,
 }
 
-/// The seed's rules (the spec's table), in the `ROUTING_RULES` format.
+/// The seed's rules (the spec's table), in the `ROUTING_RULES` format. The seed's `else if`
+/// (`score >= 80 && email` → outreach, else `score >= 50` → nurture) is two rules: 50-79, and
+/// 80+ without an email.
 pub const DEFAULT_RULES_JSON: &str = r#"[
   {"name": "hot", "when": [{"field": "icp_score", "gte": 80}, {"field": "email", "present": true}],
    "destinations": ["crm", "outreach"]},
   {"name": "warm", "when": [{"field": "icp_score", "gte": 50, "lt": 80}], "destinations": ["nurture"]},
+  {"name": "hot without an email", "when": [{"field": "icp_score", "gte": 80}, {"field": "email", "present": false}],
+   "destinations": ["nurture"]},
   {"name": "very hot", "when": [{"field": "icp_score", "gte": 90}], "destinations": ["slack"]},
   {"name": "everyone", "destinations": ["zapier"]}
 ]"#;
@@ -292,8 +296,14 @@ mod tests {
                 r#"{"email":"a@b.co","icp_score":"80"}"#,
                 vec![Crm, Outreach, Zapier],
             ),
-            (r#"{"icp_score":85}"#, vec![Zapier]),
-            (r#"{"icp_score":92}"#, vec![Slack, Zapier]),
+            // The seed's `else if`: 80+ without an email is nurtured.
+            (r#"{"icp_score":85}"#, vec![Nurture, Zapier]),
+            (r#"{"icp_score":85,"email":"N/A"}"#, vec![Nurture, Zapier]),
+            (
+                r#"{"icp_score":85,"email":"not an email"}"#,
+                vec![Nurture, Zapier],
+            ),
+            (r#"{"icp_score":92}"#, vec![Nurture, Slack, Zapier]),
             (
                 r#"{"email":"a@b.co","icp_score":79.9}"#,
                 vec![Nurture, Zapier],

@@ -110,6 +110,11 @@ pub fn capture_logs() {
     });
 }
 
+/// A lead ID as ingest derives them (64 lowercase hex), named for the test's reading.
+pub fn lead_id(name: &str) -> String {
+    clayhook::idempotency::sha256_hex(name.as_bytes())
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn unique(prefix: &str) -> String {
