@@ -4,6 +4,8 @@
 - Every parameter that carries a secret (a token, a secret, a hook URL) is NoEcho.
 - Ingest's body limit is wired and can never exceed what fits an SQS message, so the size check
   (which runs before authentication) bounds every body.
+- Every queue takes the 1 MiB messages ingest measures envelopes against (MAX_MESSAGE_BYTES), so a
+  202 is never followed by a message SQS (or a redrive into a DLQ) refuses.
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
 """
 
@@ -15,7 +17,7 @@ from cfnlint.decode import cfn_yaml
 
 SECRET_PARAM = re.compile(r"(secret|token|password|webhookurl|key$)", re.IGNORECASE)
 NOT_SECRET = {"IdempotencyKey"}
-SQS_MAX = 262144
+SQS_MAX = 1048576
 
 
 def statements(resource):
@@ -54,6 +56,13 @@ def main(path):
         param = t["Parameters"][limit["Ref"]]
         ok = int(param.get("Default", SQS_MAX + 1)) <= SQS_MAX and int(param.get("MaxValue", SQS_MAX + 1)) <= SQS_MAX
         results.append((f"body limit default and maximum <= {SQS_MAX}", ok, dict(param)))
+
+    measured = ingest["Environment"]["Variables"].get("MAX_MESSAGE_BYTES")
+    results.append((f"ingest MAX_MESSAGE_BYTES is {SQS_MAX}", str(measured) == str(SQS_MAX), measured))
+    for name, res in t["Resources"].items():
+        if res.get("Type") == "AWS::SQS::Queue":
+            size = res.get("Properties", {}).get("MaximumMessageSize")
+            results.append((f"{name} MaximumMessageSize is {SQS_MAX}", str(size) == str(SQS_MAX), size))
 
     feeder = t["Resources"].get("FeederFunction")
     if feeder:

@@ -8,6 +8,9 @@
 
 mod support;
 
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::emulator::{emulate, event_file, function_env, invoke, required_env};
@@ -46,15 +49,7 @@ async fn sam_built_functions_under_the_lambda_emulator() {
         ("IDEMPOTENCY_TABLE", aws.table.clone()),
         ("AWS_ENDPOINT_URL", moto_url().to_string()),
     ];
-    for (var, p) in [
-        ("CRM_WEBHOOK_URL", "crm"),
-        ("OUTREACH_WEBHOOK_URL", "outreach"),
-        ("NURTURE_WEBHOOK_URL", "nurture"),
-        ("SLACK_WEBHOOK_URL", "slack"),
-        ("ZAPIER_WEBHOOK_URL", "zapier"),
-    ] {
-        router_overrides.push((var, format!("{}/{p}", downstream.uri())));
-    }
+    router_overrides.extend(support::emulator::destination_vars(&downstream.uri()));
     let router_env = function_env("RouterFunction", &router_overrides);
     let ingest = emulate(
         "ingest",

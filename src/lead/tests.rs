@@ -335,3 +335,33 @@ fn helpers_for_rules() {
     assert_eq!(list_items(&json!("[\"a\",\"b\"]"), false), vec!["a", "b"]);
     assert_eq!(normalise_key("Work_E-mail Address"), "workemailaddress");
 }
+
+/// The README's Clay column guide sends every field the seed's table has, gates rows as the seed
+/// does, and covers auto-run and the column's rate limit.
+#[test]
+fn the_clay_column_guide_sends_the_seed_fields() {
+    let readme = include_str!("../../README.md");
+    let guide = readme
+        .split("## Set up the Clay HTTP API column")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has the Clay column guide");
+    for field in [
+        "email",
+        "first_name",
+        "last_name",
+        "company_name",
+        "job_title",
+        "employee_count",
+        "industry",
+        "linkedin_url",
+        "icp_score",
+        "personalized_opener",
+    ] {
+        let line = format!("\"{field}\": Clay.formatForJSON(");
+        assert!(guide.contains(&line), "the body template lacks {field}");
+        assert!(Field::from_key(field).is_some());
+    }
+    assert!(guide.contains("!!{{Work Email}} && Number({{ICP Score}}) >= 50"));
+    assert!(guide.contains("**Auto-run:**") && guide.contains("**Request limit**"));
+}

@@ -175,10 +175,17 @@ async fn create_queue(
     max_receive_count: u32,
 ) -> Result<LocalQueue, LocalError> {
     let create = |name: &str| {
-        sqs.create_queue().queue_name(name).attributes(
-            QueueAttributeName::VisibilityTimeout,
-            LOCAL_VISIBILITY_SECONDS.to_string(),
-        )
+        sqs.create_queue()
+            .queue_name(name)
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                LOCAL_VISIBILITY_SECONDS.to_string(),
+            )
+            // As template.yaml: the 1 MiB ingest measures envelopes against.
+            .attributes(
+                QueueAttributeName::MaximumMessageSize,
+                crate::config::DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+            )
     };
     let dead_letter_url = create(dead_letter_name)
         .send()

@@ -102,6 +102,20 @@ pub fn event_file(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// The router's variables for every webhook destination, each at `<base>/<destination>`.
+pub fn destination_vars(base: &str) -> Vec<(&'static str, String)> {
+    [
+        ("CRM_WEBHOOK_URL", "crm"),
+        ("OUTREACH_WEBHOOK_URL", "outreach"),
+        ("NURTURE_WEBHOOK_URL", "nurture"),
+        ("SLACK_WEBHOOK_URL", "slack"),
+        ("ZAPIER_WEBHOOK_URL", "zapier"),
+    ]
+    .into_iter()
+    .map(|(var, path)| (var, format!("{base}/{path}")))
+    .collect()
+}
+
 /// A function's variables from events/env.json, pointed at this test's resources.
 pub fn function_env(function: &str, overrides: &[(&str, String)]) -> HashMap<String, String> {
     let all = event_file("env.json");
