@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_for_port};
+use super::free_port;
 
 pub fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -54,35 +54,55 @@ pub fn emulate(name: &str, bootstrap: &Path, env: &HashMap<String, String>) -> E
         "{} is missing: run `sam build`",
         bootstrap.display()
     );
-    let port = free_port();
-    let api_port = free_port();
     let log_dir = manifest()
         .join(std::env::var("CLAYHOOK_LOG_DIR").unwrap_or_else(|_| "target/e2e-logs".into()));
     std::fs::create_dir_all(&log_dir).unwrap();
     let log = log_dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    use std::os::unix::process::CommandExt;
-    let child = Command::new(rie)
-        .arg("--runtime-interface-emulator-address")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--runtime-api-address")
-        .arg(format!("127.0.0.1:{api_port}"))
-        .arg(bootstrap)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_FUNCTION_TIMEOUT", "30")
-        .envs(env)
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .process_group(0)
-        .spawn()
-        .expect("start aws-lambda-rie");
-    wait_for_port(port, Duration::from_secs(20));
-    Emulated {
-        child,
-        invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"),
-        log,
+    // A free port can be taken by a parallel test between the check and the emulator's bind:
+    // an emulator that exits at once is started again on other ports.
+    for _ in 0..5 {
+        let port = free_port();
+        let api_port = free_port();
+        let out = std::fs::File::create(&log).unwrap();
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(&rie)
+            .arg("--runtime-interface-emulator-address")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--runtime-api-address")
+            .arg(format!("127.0.0.1:{api_port}"))
+            .arg(bootstrap)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_FUNCTION_TIMEOUT", "30")
+            .envs(env)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .process_group(0)
+            .spawn()
+            .expect("start aws-lambda-rie");
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Emulated {
+                    child,
+                    invoke_url: format!(
+                        "http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
+                    ),
+                    log,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
+    panic!(
+        "aws-lambda-rie did not start for {name}; see {}",
+        log.display()
+    );
 }
 
 pub async fn invoke(f: &Emulated, event: &Value) -> Value {
