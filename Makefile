@@ -11,7 +11,7 @@ RIE = $(shell $(BIN)/python -c 'import samcli, os; print(os.path.join(os.path.di
 # Tests run the built functions here, on x86_64; deployments default to arm64.
 TEST_ARCH ?= x86_64
 
-.PHONY: test venv fmt-check clippy unit validate sam-build e2e stress bench local clean
+.PHONY: test venv fmt-check clippy unit validate sam-build e2e stress bench local sam-local sam-local-test clean
 
 ## Python tools (moto_server, sam, cargo-lambda, zig) pinned in requirements-dev.txt, in a
 ## project-local venv.
@@ -74,6 +74,18 @@ bench: venv sam-build
 ## and the feeder on the intake queue when CLAY_WEBHOOK_URLS is set.
 local: venv
 	cargo run --quiet --bin clayhook -- local
+
+## `sam local` for real, under Docker: sam build for this machine, moto_server on 0.0.0.0:5000 with
+## the table and queues, the destination printer on :9000, `sam local start-lambda` (:3001, fed
+## by the queues) and `sam local start-api` (:3000). The commands are in scripts/sam-local.sh.
+sam-local: venv
+	scripts/sam-local.sh up
+
+## The same commands as a test: `sam local invoke` of every file in events/, and start-api.
+## SAM_INVOKE_IMAGE names a local Lambda base image where the real one cannot be pulled.
+sam-local-test: venv sam-build
+	cargo build --quiet --bin clayhook
+	$(BIN)/python scripts/sam_local_test.py
 
 clean:
 	cargo clean

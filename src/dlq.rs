@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::destinations::redact;
 use crate::envelope::Envelope;
-use crate::router::ledger::{DELIVERED, DynamoDbDeliveryLedger};
+use crate::router::ledger::{DynamoDbDeliveryLedger, LedgerItem};
 use crate::router::rules::{DestinationName, RoutingRule, route};
 
 /// How long a listed message stays hidden if resetting its visibility fails.
@@ -136,8 +136,8 @@ impl DeadLetters {
         })
     }
 
-    /// Whether the ledger holds this version of the lead (or a newer one) as delivered, as the
-    /// router's claim would judge it.
+    /// Whether the ledger holds this version of the lead (or a newer one) as delivered, judged as
+    /// the router's claim judges it.
     async fn is_delivered(
         &self,
         env: &Envelope,
@@ -157,17 +157,9 @@ impl DeadLetters {
             .send()
             .await
             .map_err(|e| DlqError::DynamoDb(crate::dynamo::describe(e)))?;
-        let Some(item) = out.item else {
-            return Ok(false);
-        };
-        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let received = item
-            .get("received_at_ms")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok());
-        let same_or_newer = text("version").is_none_or(|v| v == version)
-            || received.is_none_or(|r| r >= env.received_at_ms());
-        Ok(text("status").is_some_and(|s| s == DELIVERED) && same_or_newer)
+        Ok(out
+            .item
+            .is_some_and(|i| LedgerItem::from_item(&i).covers(version, env.received_at_ms())))
     }
 
     /// Every record in the DLQ (up to `max`), left in place.

@@ -35,7 +35,19 @@ pub fn init() {
         env("AWS_LAMBDA_LOG_LEVEL").as_deref(),
         env("RUST_LOG").as_deref(),
     );
-    init_with(json, &level.to_string(), std::io::stdout);
+    let blank_endpoint = env("AWS_ENDPOINT_URL").is_some_and(|v| v.trim().is_empty());
+    init_with(json, &directives(level, blank_endpoint), std::io::stdout);
+}
+
+/// The filter for `level`. template.yaml declares `AWS_ENDPOINT_URL` empty (so `sam local
+/// --env-vars` can set it); the SDK then uses the real endpoints but warns that "" is not a URL
+/// at every cold start. That one warning is silenced when the value is blank, never otherwise.
+pub fn directives(level: LevelFilter, blank_endpoint_url: bool) -> String {
+    if blank_endpoint_url {
+        format!("{level},aws_config::default_provider::endpoint_url=error")
+    } else {
+        level.to_string()
+    }
 }
 
 /// `filter` is an `EnvFilter` directive such as `info` or `info,clayhook=debug`.
@@ -149,6 +161,27 @@ mod tests {
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    /// The template's empty `AWS_ENDPOINT_URL` costs no warning per cold start; any other
+    /// warning, and this one for a value that is really wrong, still shows.
+    #[test]
+    fn a_blank_endpoint_url_is_not_warned_about() {
+        for (blank, shown) in [(true, false), (false, true)] {
+            let buffer = Buffer::default();
+            let writer = buffer.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new(directives(LevelFilter::INFO, blank)))
+                .with_writer(move || writer.clone())
+                .finish();
+            with_default(subscriber, || {
+                tracing::warn!(target: "aws_config::default_provider::endpoint_url", "invalid value for endpoint URL setting");
+                tracing::warn!(target: "aws_config::other", "another warning");
+            });
+            let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(text.contains("endpoint URL"), shown, "{text}");
+            assert!(text.contains("another warning"));
+        }
+    }
 
     impl std::io::Write for Buffer {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {

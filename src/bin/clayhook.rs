@@ -31,6 +31,24 @@ enum Command {
         #[arg(long, env = "MOTO_SERVER", default_value = ".venv/bin/moto_server")]
         moto_server: PathBuf,
     },
+    /// The services `sam local` needs around SAM's containers (run by `make sam-local`):
+    /// moto_server on every interface with the table and queues events/env.json names, a server
+    /// that prints what the destinations receive, and, with --lambda-endpoint, the lead and
+    /// intake queues polled into `sam local start-lambda` as the event source mappings would.
+    SamLocal {
+        /// moto_server's port (events/env.json: 5000).
+        #[arg(long, default_value_t = 5000)]
+        moto_port: u16,
+        /// The moto_server executable.
+        #[arg(long, env = "MOTO_SERVER", default_value = ".venv/bin/moto_server")]
+        moto_server: PathBuf,
+        /// Where the destination printer listens (events/env.json: port 9000).
+        #[arg(long, default_value = "0.0.0.0:9000")]
+        destinations: SocketAddr,
+        /// `sam local start-lambda`'s address, e.g. http://127.0.0.1:3001.
+        #[arg(long)]
+        lambda_endpoint: Option<String>,
+    },
     /// Push rows into Clay tables through their webhook sources: one JSON object per POST, paced,
     /// retried, counted against Clay's 50,000 submissions per webhook, resumable.
     ///
@@ -104,6 +122,24 @@ fn main() -> ExitCode {
                     moto_port,
                     moto_server,
                 }))
+                .map_err(|e| e.to_string())
+        }
+        Command::SamLocal {
+            moto_port,
+            moto_server,
+            destinations,
+            lambda_endpoint,
+        } => {
+            clayhook::logging::init();
+            runtime
+                .block_on(clayhook::local::sam::run(
+                    clayhook::local::sam::SamLocalOptions {
+                        moto_port,
+                        moto_server,
+                        destinations,
+                        lambda_endpoint,
+                    },
+                ))
                 .map_err(|e| e.to_string())
         }
         Command::SignEvent { file } => sign_event(&file),

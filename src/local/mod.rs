@@ -5,6 +5,7 @@
 pub mod http;
 pub mod poller;
 pub mod printing;
+pub mod sam;
 
 use aws_config::Region;
 use aws_sdk_dynamodb::types::{
@@ -74,10 +75,14 @@ fn setup<E: std::fmt::Display>(e: E) -> LocalError {
     LocalError::Setup(e.to_string())
 }
 
-/// Starts moto_server; it is killed when the returned child is dropped (and if we die).
-fn start_moto(opts: &LocalOptions) -> Result<tokio::process::Child, LocalError> {
-    let mut cmd = tokio::process::Command::new(&opts.moto_server);
-    cmd.args(["-H", "127.0.0.1", "-p", &opts.moto_port.to_string()])
+/// Starts moto_server on `host`; it is killed when the returned child is dropped (and if we die).
+fn start_moto(
+    moto_server: &std::path::Path,
+    host: &str,
+    port: u16,
+) -> Result<tokio::process::Child, LocalError> {
+    let mut cmd = tokio::process::Command::new(moto_server);
+    cmd.args(["-H", host, "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -89,9 +94,28 @@ fn start_moto(opts: &LocalOptions) -> Result<tokio::process::Child, LocalError> 
         });
     }
     cmd.spawn().map_err(|source| LocalError::Moto {
-        path: opts.moto_server.display().to_string(),
+        path: moto_server.display().to_string(),
         source,
     })
+}
+
+/// Waits for moto on `port`; its endpoint and clients with moto's dummy credentials.
+async fn moto_clients(
+    port: u16,
+) -> Result<(String, aws_sdk_dynamodb::Client, aws_sdk_sqs::Client), LocalError> {
+    wait_for_port(port).await?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let sdk = crate::aws::loader()
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "local",
+        ))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    Ok((endpoint, ddb, sqs))
 }
 
 async fn wait_for_port(port: u16) -> Result<(), LocalError> {
@@ -230,19 +254,8 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, Local
 }
 
 pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
-    let _moto = start_moto(&opts)?;
-    wait_for_port(opts.moto_port).await?;
-    let endpoint = format!("http://127.0.0.1:{}", opts.moto_port);
-    let sdk = crate::aws::loader()
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing", "testing", None, None, "local",
-        ))
-        .endpoint_url(&endpoint)
-        .load()
-        .await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let _moto = start_moto(&opts.moto_server, "127.0.0.1", opts.moto_port)?;
+    let (endpoint, ddb, sqs) = moto_clients(opts.moto_port).await?;
     let resources = create_resources(&ddb, &sqs).await?;
     let queue_url = resources.leads.url.clone();
 

@@ -1,15 +1,21 @@
 //! The delivery ledger: one item per (lead ID, destination), `pk = delivery#<ID>#<dest>`, in the
 //! idempotency table. A conditional claim before sending means a redelivered message skips what
 //! was delivered, and two concurrent deliveries of one message never both send.
+//!
+//! It is version-aware: the item keeps which version of the lead was delivered last
+//! (`delivered_version`, `delivered_received_at_ms`) apart from the claim in flight (`status`,
+//! `lock_until`), so a later version (a row Clay re-enriched) is delivered again, an older one
+//! never replaces it, and a claim that fails or dies never erases what was delivered before.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use std::collections::HashMap;
 use std::future::Future;
 
 use super::rules::DestinationName;
-use crate::dynamo::{delete_if_still_ours, describe, n, s};
+use crate::dynamo::{describe, n, s};
 
 pub const DELIVERING: &str = "DELIVERING";
 pub const DELIVERED: &str = "DELIVERED";
@@ -40,6 +46,45 @@ pub enum ClaimOutcome {
     Busy,
 }
 
+/// What a ledger item says, as read back from the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerItem {
+    pub status: Option<String>,
+    /// The version delivered last, and when ingest accepted it (epoch ms).
+    pub delivered_version: Option<String>,
+    pub delivered_received_at_ms: Option<i64>,
+    /// When the last delivery was recorded (epoch ms). Items written before versions were kept
+    /// have only this.
+    pub delivered_at: Option<i64>,
+}
+
+impl LedgerItem {
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> LedgerItem {
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let num = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        LedgerItem {
+            status: text("status"),
+            delivered_version: text("delivered_version"),
+            delivered_received_at_ms: num("delivered_received_at_ms"),
+            delivered_at: num("delivered_at"),
+        }
+    }
+
+    /// Whether this version of the lead (accepted at `received_at_ms`), or a newer one, has been
+    /// delivered: then there is nothing to send. The same test as the claim's condition.
+    pub fn covers(&self, version: &str, received_at_ms: i64) -> bool {
+        match (&self.delivered_version, self.delivered_received_at_ms) {
+            (Some(v), received) => v == version || received.is_none_or(|r| r >= received_at_ms),
+            // An item from before versions were kept: delivered after this version was accepted.
+            (None, _) => self.delivered_at.is_some_and(|at| at >= received_at_ms),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("delivery ledger unavailable: {0}")]
 pub struct LedgerError(pub String);
@@ -49,12 +94,13 @@ pub trait DeliveryLedger: Send + Sync {
         &self,
         claim: &DeliveryClaim,
     ) -> impl Future<Output = Result<ClaimOutcome, LedgerError>> + Send;
-    /// Records the delivery for good.
+    /// Records the delivery of this version for good.
     fn delivered(
         &self,
         claim: &DeliveryClaim,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
-    /// Gives our claim back after a failed delivery, so the next receive can try at once.
+    /// Gives our claim back after a failed delivery, so the next receive can try at once. What
+    /// was delivered before stays recorded.
     fn release(
         &self,
         claim: &DeliveryClaim,
@@ -84,31 +130,36 @@ fn err<E: std::error::Error + 'static>(e: SdkError<E>) -> LedgerError {
     LedgerError(describe(e))
 }
 
+/// Nothing delivered yet covers the claimed version: the negation of [`LedgerItem::covers`].
+const NOT_COVERED: &str = "((attribute_not_exists(#dv) AND (attribute_not_exists(#dat) OR #dat < :received)) \
+     OR (#dv <> :version AND #dr < :received))";
+
 impl DeliveryLedger for DynamoDbDeliveryLedger {
     async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
+        // Ours when never claimed, or when what was delivered does not cover this version and no
+        // live claim holds it (none, or one whose invocation is gone).
+        let condition = format!(
+            "attribute_not_exists(#pk) OR (#status = :delivering AND #lock < :now_ms AND {NOT_COVERED}) \
+             OR (#status = :delivered AND {NOT_COVERED})"
+        );
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item("pk", s(&Self::pk(&c.id, c.destination)))
-            .item("status", s(DELIVERING))
-            .item("lock_until", n(c.lock_until_ms))
-            .item("expires_at", n(c.expires_at))
-            .item("version", s(&c.version))
-            .item("received_at_ms", n(c.received_at_ms))
-            // Ours when: never claimed; a claim whose invocation is gone; or another version,
-            // older than this one, delivered (a re-enriched row: the update must go out too).
-            .condition_expression(
-                "attribute_not_exists(#pk) OR (#status = :delivering AND #lock < :now_ms) \
-                 OR (#status = :delivered AND #version <> :version AND #received < :received)",
-            )
+            .key("pk", s(&Self::pk(&c.id, c.destination)))
+            .update_expression("SET #status = :delivering, #lock = :lock, #exp = :exp")
+            .condition_expression(condition)
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#lock", "lock_until")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_names("#received", "received_at_ms")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_names("#dv", "delivered_version")
+            .expression_attribute_names("#dr", "delivered_received_at_ms")
+            .expression_attribute_names("#dat", "delivered_at")
             .expression_attribute_values(":delivering", s(DELIVERING))
             .expression_attribute_values(":delivered", s(DELIVERED))
+            .expression_attribute_values(":lock", n(c.lock_until_ms))
+            .expression_attribute_values(":exp", n(c.expires_at))
             .expression_attribute_values(":now_ms", n(c.now_ms))
             .expression_attribute_values(":version", s(&c.version))
             .expression_attribute_values(":received", n(c.received_at_ms))
@@ -118,13 +169,9 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
         match result {
             Ok(_) => Ok(ClaimOutcome::Claimed),
             Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
-                PutItemError::ConditionalCheckFailedException(e) => {
-                    let delivered = e
-                        .item()
-                        .and_then(|i| i.get("status"))
-                        .and_then(|v| v.as_s().ok())
-                        .is_some_and(|st| st == DELIVERED);
-                    Ok(if delivered {
+                UpdateItemError::ConditionalCheckFailedException(e) => {
+                    let held = e.item().map(LedgerItem::from_item).unwrap_or_default();
+                    Ok(if held.covers(&c.version, c.received_at_ms) {
                         ClaimOutcome::AlreadyDelivered
                     } else {
                         ClaimOutcome::Busy
@@ -141,12 +188,18 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&Self::pk(&c.id, c.destination)))
-            .update_expression("SET #status = :delivered, #at = :now REMOVE #lock")
+            .update_expression(
+                "SET #status = :delivered, #at = :now, #dv = :version, #dr = :received REMOVE #lock",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#at", "delivered_at")
+            .expression_attribute_names("#dv", "delivered_version")
+            .expression_attribute_names("#dr", "delivered_received_at_ms")
             .expression_attribute_names("#lock", "lock_until")
             .expression_attribute_values(":delivered", s(DELIVERED))
             .expression_attribute_values(":now", n(c.now_ms))
+            .expression_attribute_values(":version", s(&c.version))
+            .expression_attribute_values(":received", n(c.received_at_ms))
             .send()
             .await
             .map_err(err)?;
@@ -154,15 +207,87 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
     }
 
     async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
-        delete_if_still_ours(
-            &self.client,
-            &self.table,
-            &Self::pk(&c.id, c.destination),
-            DELIVERING,
-            "lock_until",
-            c.lock_until_ms,
-        )
-        .await
-        .map_err(LedgerError)
+        let pk = Self::pk(&c.id, c.destination);
+        // An item that never recorded a delivery goes (the common case: one call)...
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .condition_expression(
+                "#status = :delivering AND #lock = :lock AND attribute_not_exists(#at)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lock", "lock_until")
+            .expression_attribute_names("#at", "delivered_at")
+            .expression_attribute_values(":delivering", s(DELIVERING))
+            .expression_attribute_values(":lock", n(c.lock_until_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(SdkError::ServiceError(ctx))
+                if matches!(
+                    ctx.err(),
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
+                ) => {}
+            Err(e) => return Err(err(e)),
+        }
+        // ...one that did goes back to what it delivered, if the claim is still ours.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .update_expression("SET #status = :delivered REMOVE #lock")
+            .condition_expression("#status = :delivering AND #lock = :lock")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lock", "lock_until")
+            .expression_attribute_values(":delivering", s(DELIVERING))
+            .expression_attribute_values(":delivered", s(DELIVERED))
+            .expression_attribute_values(":lock", n(c.lock_until_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Taken over since: not ours to touch.
+            Err(SdkError::ServiceError(ctx))
+                if matches!(
+                    ctx.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(dv: Option<&str>, dr: Option<i64>, at: Option<i64>) -> LedgerItem {
+        LedgerItem {
+            status: Some(DELIVERED.into()),
+            delivered_version: dv.map(str::to_string),
+            delivered_received_at_ms: dr,
+            delivered_at: at,
+        }
+    }
+
+    #[test]
+    fn what_a_delivery_covers() {
+        let a = item(Some("A"), Some(1_000), Some(1_500));
+        assert!(a.covers("A", 1_000), "the same version");
+        assert!(a.covers("A", 9_000), "the same version, re-accepted later");
+        assert!(a.covers("B", 900), "an older version");
+        assert!(!a.covers("B", 2_000), "a newer version");
+        // Items written before versions were kept: delivered at 1,500.
+        let legacy = item(None, None, Some(1_500));
+        assert!(legacy.covers("X", 1_000));
+        assert!(!legacy.covers("X", 2_000));
+        assert!(!LedgerItem::default().covers("A", 0), "nothing delivered");
     }
 }
