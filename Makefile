@@ -37,6 +37,7 @@ unit: venv
 validate: venv
 	sam validate --lint
 	$(BIN)/python scripts/check_template.py template.yaml
+	$(BIN)/python scripts/check_readme.py
 
 ## One release build of both functions, shared by `sam build` and the end-to-end test.
 sam-build: venv

@@ -5,7 +5,7 @@
 #
 #   scripts/sam-local.sh up                      build, start everything, print a curl; Ctrl-C stops
 #   scripts/sam-local.sh build                   sam build for this machine's architecture
-#   scripts/sam-local.sh services [ARGS]         moto + destination printer (+ queue pollers)
+#   scripts/sam-local.sh services                moto + destination printer + queue pollers
 #   scripts/sam-local.sh start-api|start-lambda  SAM's local API Gateway (:3000) / Lambda API (:3001)
 #   scripts/sam-local.sh invoke FUNCTION EVENT   one `sam local invoke`
 #   scripts/sam-local.sh commands [linux|desktop] the exact command lines, for the README
@@ -26,11 +26,9 @@ HOST=(--add-host host.docker.internal:host-gateway)
 [ "${DOCKER_DESKTOP:-}" = 1 ] && HOST=()
 IMAGE=()
 [ -n "${SAM_INVOKE_IMAGE:-}" ] && IMAGE=(--invoke-image "$SAM_INVOKE_IMAGE" --skip-pull-image)
-CLAYHOOK=${CLAYHOOK:-target/debug/clayhook}
-
 # Each command is built once, as an argument list: run as is, or shown by `commands`.
 argv_build() { ARGV=(sam build "${PARAMS[@]}"); }
-argv_services() { ARGV=(cargo run --bin clayhook -- sam-local --lambda-endpoint http://127.0.0.1:3001); }
+argv_services() { ARGV=(cargo run --quiet --bin clayhook -- sam-local --lambda-endpoint http://127.0.0.1:3001); }
 argv_start_lambda() { ARGV=(sam local start-lambda --port 3001 --env-vars events/env.json "${FEEDER_PARAMS[@]}" "${HOST[@]}" "${IMAGE[@]}"); }
 argv_start_api() { ARGV=(sam local start-api --port 3000 --env-vars events/env.json "${PARAMS[@]}" "${HOST[@]}" "${IMAGE[@]}"); }
 argv_invoke() {
@@ -40,8 +38,7 @@ argv_invoke() {
 }
 
 build() { argv_build; "${ARGV[@]}"; }
-# The services run from the built binary (`make` builds it), not through `cargo run`.
-services() { "$CLAYHOOK" sam-local "$@"; }
+services() { argv_services; "${ARGV[@]}"; }
 start_api() { argv_start_api; "${ARGV[@]}"; }
 start_lambda() { argv_start_lambda; "${ARGV[@]}"; }
 invoke() { argv_invoke "$1" "$2"; "${ARGV[@]}"; }
@@ -67,13 +64,30 @@ commands() {
   argv_invoke FeederFunction events/feeder-sqs-batch.json; show ""
 }
 
+# Stops background jobs the way Ctrl-C stops a foreground one (SAM then removes its containers),
+# then for good.
+stop_jobs() {
+  local pid
+  for pid in "$@"; do kill -INT -- "-$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 20); do
+    local alive=0
+    for pid in "$@"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
+  for pid in "$@"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+}
+
 up() {
   build
-  cargo build --quiet --bin clayhook
+  cargo build --bin clayhook
+  # Job control: each background job in its own process group, taking SIGINT as a foreground
+  # one would (without it, background jobs ignore SIGINT).
+  set -m
   local pids=()
-  trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; echo stopped' EXIT
+  trap 'stop_jobs "${pids[@]}"; echo stopped' EXIT
   trap 'exit 130' INT TERM
-  services --lambda-endpoint http://127.0.0.1:3001 & pids+=($!)
+  services & pids+=($!)
   start_lambda & pids+=($!)
   start_api & pids+=($!)
   for _ in $(seq 1 120); do

@@ -108,7 +108,7 @@ def main():
     started = time.time()
     procs = []
     try:
-        services = start("services", "services", "--lambda-endpoint", "http://127.0.0.1:3001")
+        services = start("services", "services")
         procs.append(services)
         wait_for(lambda: "services for `sam local` are up" in (LOGS / "services.log").read_text(),
                  60, "clayhook sam-local is up")

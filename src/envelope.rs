@@ -29,8 +29,14 @@ pub const MAX_BODY_DEPTH: usize = 125;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("message body is not a version-1 envelope: {0}")]
-    Malformed(#[from] serde_json::Error),
+    /// Says where and what kind of mistake, never the values (serde_json's own message may quote
+    /// one, say an email address in a crafted message).
+    #[error("message body is not a version-1 envelope: {kind} at line {line}, column {column}")]
+    Malformed {
+        kind: &'static str,
+        line: usize,
+        column: usize,
+    },
     #[error("unsupported envelope version {0}")]
     Version(u32),
     /// Every id ingest writes is a SHA-256 in lowercase hex; anything else was not written by
@@ -70,9 +76,19 @@ impl Envelope {
         }
     }
 
+    /// The message body. Serialising plain data (strings, numbers, maps with string keys) cannot
+    /// fail. U+FFFE and U+FFFF are valid in JSON but not in an SQS message (which would refuse the
+    /// lead on every retry): they go out as the escapes `\ufffe` / `\uffff`, which read back
+    /// as the same characters. serde_json escapes the other characters SQS refuses (controls).
     pub fn to_json(&self) -> String {
-        // Serialising plain data (strings, numbers, maps with string keys) cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let text = serde_json::to_string(self).unwrap_or_default();
+        if text.contains(['\u{fffe}', '\u{ffff}']) {
+            // Both can only sit inside JSON strings, where the escape means the same.
+            text.replace('\u{fffe}', "\\ufffe")
+                .replace('\u{ffff}', "\\uffff")
+        } else {
+            text
+        }
     }
 
     /// Which version of the lead this is: the hash of its fields. With a header or fields key
@@ -92,7 +108,16 @@ impl Envelope {
     }
 
     pub fn parse(body: &str) -> Result<Self, EnvelopeError> {
-        let env: Envelope = serde_json::from_str(body)?;
+        let env: Envelope = serde_json::from_str(body).map_err(|e| EnvelopeError::Malformed {
+            kind: match e.classify() {
+                serde_json::error::Category::Io => "unreadable",
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Data => "JSON of the wrong shape",
+                serde_json::error::Category::Eof => "truncated JSON",
+            },
+            line: e.line(),
+            column: e.column(),
+        })?;
         if env.version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(env.version));
         }
@@ -153,6 +178,28 @@ mod tests {
         let back = Envelope::parse(&a.to_json()).unwrap();
         assert_eq!(back.lead_version(), a.lead_version());
         assert_eq!(back.received_at_ms(), a.received_at_ms());
+    }
+
+    /// Characters SQS refuses in a message travel escaped and read back the same.
+    #[test]
+    fn characters_sqs_refuses_are_escaped() {
+        let (lead, _) =
+            Lead::parse("{\"note\":\"a\u{fffe}b\u{ffff}c\\u0001\"}".as_bytes()).unwrap();
+        let env = Envelope::new(ID.into(), UNIX_EPOCH, None, lead);
+        let text = env.to_json();
+        let allowed = |c: char| {
+            matches!(c, '\t' | '\n' | '\r' | ' '..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+                || c >= '\u{10000}'
+        };
+        assert!(text.chars().all(allowed), "{text:?}");
+        assert_eq!(Envelope::parse(&text).unwrap(), env);
+    }
+
+    #[test]
+    fn malformed_envelopes_are_described_without_their_values() {
+        let e = Envelope::parse(r#"{"version":"jane@acme.com"}"#).unwrap_err();
+        assert!(!e.to_string().contains("jane"), "{e}");
+        assert!(e.to_string().contains("wrong shape"), "{e}");
     }
 
     #[test]

@@ -696,3 +696,123 @@ async fn a_records_trace_header_joins_its_log_lines() {
     assert_eq!(line["xrayTraceId"], trace);
     assert_eq!(line["message_id"], "m-traced");
 }
+
+/// The version-aware ledger against DynamoDB (moto): a newer version claims a destination again,
+/// the same or an older one is skipped, a failed newer claim leaves the older delivery recorded
+/// (a late older redelivery is still skipped), a live claim is busy, and items written before
+/// versions were kept are judged by when they were delivered.
+#[tokio::test]
+async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
+    use clayhook::router::ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
+    use clayhook::router::rules::DestinationName;
+    let aws = Aws::fresh().await;
+    let ledger = DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let id = support::lead_id("versions");
+    let claim = |version: &str, received_at_ms: i64, lock_until_ms: i64| DeliveryClaim {
+        id: id.clone(),
+        destination: DestinationName::Crm,
+        version: version.into(),
+        received_at_ms,
+        lock_until_ms,
+        now_ms,
+        expires_at: now_ms / 1000 + 3600,
+    };
+    let live = now_ms + 60_000;
+    let a = claim("A", now_ms - 10_000, live);
+    let b = claim("B", now_ms - 5_000, live + 1);
+    assert_eq!(ledger.claim(&a).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        ledger.claim(&a).await.unwrap(),
+        ClaimOutcome::Busy,
+        "a live claim"
+    );
+    ledger.delivered(&a).await.unwrap();
+    assert_eq!(
+        ledger.claim(&a).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered
+    );
+    // B (re-enriched) claims; its delivery fails and is released: A stays delivered.
+    assert_eq!(ledger.claim(&b).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        ledger.claim(&a).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered
+    );
+    ledger.release(&b).await.unwrap();
+    assert_eq!(
+        ledger.claim(&a).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered
+    );
+    // B's retry claims again and delivers; then neither A nor B goes out again.
+    assert_eq!(ledger.claim(&b).await.unwrap(), ClaimOutcome::Claimed);
+    ledger.delivered(&b).await.unwrap();
+    assert_eq!(
+        ledger.claim(&b).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered
+    );
+    assert_eq!(
+        ledger.claim(&a).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered
+    );
+    // C claims and its invocation dies (lock lapsed): A or B late are skipped, C's retry claims.
+    let c_dead = claim("C", now_ms - 1_000, now_ms - 1);
+    assert_eq!(ledger.claim(&c_dead).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        ledger.claim(&a).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered
+    );
+    assert_eq!(
+        ledger.claim(&b).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered
+    );
+    let c = claim("C", now_ms - 1_000, live);
+    assert_eq!(ledger.claim(&c).await.unwrap(), ClaimOutcome::Claimed);
+    // A first delivery that fails leaves nothing behind.
+    let other = DeliveryClaim {
+        destination: DestinationName::Zapier,
+        ..a.clone()
+    };
+    assert_eq!(ledger.claim(&other).await.unwrap(), ClaimOutcome::Claimed);
+    ledger.release(&other).await.unwrap();
+    let pk = DynamoDbDeliveryLedger::pk(&id, DestinationName::Zapier);
+    assert!(
+        !aws.items()
+            .await
+            .iter()
+            .any(|i| i["pk"].as_s().unwrap() == &pk)
+    );
+    // An item written before versions were kept: delivered at `now_ms - 3_000`.
+    let legacy = DynamoDbDeliveryLedger::pk(&id, DestinationName::Slack);
+    aws.ddb
+        .put_item()
+        .table_name(&aws.table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(legacy))
+        .item(
+            "status",
+            aws_sdk_dynamodb::types::AttributeValue::S("DELIVERED".into()),
+        )
+        .item(
+            "delivered_at",
+            aws_sdk_dynamodb::types::AttributeValue::N((now_ms - 3_000).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let slack = |c: &DeliveryClaim| DeliveryClaim {
+        destination: DestinationName::Slack,
+        ..c.clone()
+    };
+    assert_eq!(
+        ledger.claim(&slack(&b)).await.unwrap(),
+        ClaimOutcome::AlreadyDelivered,
+        "accepted before the old delivery"
+    );
+    assert_eq!(
+        ledger.claim(&slack(&c)).await.unwrap(),
+        ClaimOutcome::Claimed,
+        "accepted after it: a new version"
+    );
+}

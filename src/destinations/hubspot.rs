@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
-use super::{Answer, rejected, send, truncate_chars};
+use super::{Answer, rejected, send, truncate_utf16};
 use crate::envelope::Envelope;
 use crate::router::retry::Attempt;
 
@@ -41,7 +41,8 @@ impl HubSpot {
     }
 }
 
-/// HubSpot refuses a property value over 65,536 characters (a 400 no retry fixes).
+/// HubSpot refuses a property value over 65,536 characters (a 400 no retry fixes). Counted here
+/// as UTF-16 code units, as a Java service counts them: never more than characters.
 pub const MAX_PROPERTY_CHARS: usize = 65_536;
 
 /// The request body, or `None` when the lead has no email to upsert by.
@@ -51,7 +52,7 @@ pub fn payload(env: &Envelope, score_property: Option<&str>) -> Option<Value> {
     let mut props = Map::new();
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v {
-            let v = truncate_chars(&v, MAX_PROPERTY_CHARS).to_string();
+            let v = truncate_utf16(&v, MAX_PROPERTY_CHARS).to_string();
             props.insert(k.to_string(), Value::String(v));
         }
     };
@@ -188,6 +189,7 @@ mod tests {
         let body = json!({
             "email": "jane@acme.com",
             "first_name": "é".repeat(70_000),
+            "last_name": "😀".repeat(40_000),
             "company": "Acme",
             "title": "x".repeat(MAX_PROPERTY_CHARS),
         });
@@ -203,6 +205,10 @@ mod tests {
             MAX_PROPERTY_CHARS
         );
         assert_eq!(props["company"], "Acme");
+        // Four UTF-8 bytes, two UTF-16 units each: 32,768 of them fit.
+        let last = props["lastname"].as_str().unwrap();
+        assert_eq!(last.chars().count(), MAX_PROPERTY_CHARS / 2);
+        assert!(last.chars().all(|c| c == '😀'));
     }
 
     #[test]

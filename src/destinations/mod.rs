@@ -168,12 +168,18 @@ pub async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result
     })
 }
 
-/// At most `max` characters of `text`, cut between characters (never inside one).
-pub fn truncate_chars(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => &text[..end],
-        None => text,
+/// At most `max` UTF-16 code units of `text`, cut between characters (never inside one). Vendors
+/// count "characters" as characters or as UTF-16 units (Java, JavaScript); the second is never
+/// fewer, so this fits both.
+pub fn truncate_utf16(text: &str, max: usize) -> &str {
+    let mut units = 0;
+    for (at, c) in text.char_indices() {
+        units += c.len_utf16();
+        if units > max {
+            return text.get(..at).unwrap_or_default();
+        }
     }
+    text
 }
 
 fn transport(e: reqwest::Error) -> Attempt {
@@ -230,11 +236,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn truncation_counts_characters_and_never_splits_one() {
-        assert_eq!(truncate_chars("héllo", 2), "hé");
-        assert_eq!(truncate_chars("héllo", 10), "héllo");
-        assert_eq!(truncate_chars("日本語", 1), "日");
-        assert_eq!(truncate_chars("", 0), "");
+    fn truncation_counts_utf16_units_and_never_splits_a_character() {
+        assert_eq!(truncate_utf16("héllo", 2), "hé");
+        assert_eq!(truncate_utf16("héllo", 10), "héllo");
+        assert_eq!(truncate_utf16("日本語", 1), "日");
+        assert_eq!(truncate_utf16("a😀b", 2), "a", "an emoji is two units");
+        assert_eq!(truncate_utf16("a😀b", 3), "a😀");
+        assert_eq!(truncate_utf16("", 0), "");
     }
 
     /// A destination that answers with an endless body: the attempt reads a few KB and comes

@@ -20,15 +20,18 @@ impl Slack {
     }
 }
 
-/// Characters of one value (name, title, company) after escaping. Block Kit refuses a section's
-/// text over 3,000 characters and a field's over 2,000 (a 400, which no retry fixes): three values
-/// of this size and the labels stay under both, and under the 3,000 kept for the `text` fallback.
+/// Characters of one value (name, title, company) after escaping, counted as UTF-16 code units
+/// (never more than characters, so safe however Slack counts). Block Kit refuses a section's text
+/// over 3,000 characters and a field's over 2,000 (a 400, which no retry fixes): three values of
+/// this size and the labels stay under both, and under 3,000 for the `text` fallback.
 pub const VALUE_CHARS: usize = 900;
+/// A score is a number; a crafted one (`1e300`) must not grow the text.
+const SCORE_CHARS: usize = 12;
 /// The source is 1-64 characters when ingest wrote it.
 const SOURCE_CHARS: usize = 64;
 
-/// Slack mrkdwn needs `&`, `<` and `>` escaped. At most `max` characters come out, counted after
-/// escaping; an escape sequence is never cut, and a shortened value ends with `…`.
+/// Slack mrkdwn needs `&`, `<` and `>` escaped. At most `max` UTF-16 units come out, counted after
+/// escaping; a character or an escape sequence is never cut, and a shortened value ends with `…`.
 fn escape(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
@@ -74,11 +77,12 @@ fn name(lead: &Lead) -> String {
 }
 
 fn score(lead: &Lead) -> String {
-    match lead.icp_score {
+    let text = match lead.icp_score {
         Some(s) if s.fract() == 0.0 => format!("{s:.0}"),
         Some(s) => format!("{s:.1}"),
         None => "n/a".to_string(),
-    }
+    };
+    super::truncate_utf16(&text, SCORE_CHARS).to_string()
 }
 
 pub fn payload(env: &Envelope) -> Value {
@@ -177,8 +181,8 @@ mod tests {
         let body = serde_json::json!({
             "first_name": "J".repeat(3_000),
             "company": "&".repeat(600),
-            "title": "é<".repeat(2_000),
-            "score": 95,
+            "title": "😀<".repeat(2_000),
+            "score": "1e300",
         });
         let (lead, _) = Lead::parse(body.to_string().as_bytes()).unwrap();
         // A crafted envelope (the router's input) with a long source.

@@ -166,12 +166,14 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
         return false;
     };
     kind.eq_ignore_ascii_case("application")
-        && (sub.eq_ignore_ascii_case("json")
-            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+        && (sub.eq_ignore_ascii_case("json") || sub.to_ascii_lowercase().ends_with("+json"))
 }
 
 impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
     pub async fn handle(&self, req: IngestRequest<'_>) -> Result<Outcome, IngestError> {
+        // The time left (`remaining`) was measured as the request arrived: count from here, not
+        // from after parsing a body of up to 1 MiB.
+        let started = tokio::time::Instant::now();
         let source = route_source(req.path)?;
         if req.method != Method::POST {
             return Err(IngestError::MethodNotAllowed);
@@ -235,7 +237,7 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
         // Every call is bounded by the invocation's own deadline, less what giving the claim
         // back needs: a slow DynamoDB or SQS turns into a clean 503, never a killed invocation.
         let lock = req.remaining.unwrap_or(s.default_in_progress);
-        let deadline = tokio::time::Instant::now() + lock;
+        let deadline = started + lock;
         let calls_until = deadline
             .checked_sub(CLEANUP_RESERVE + ANSWER_MARGIN)
             .unwrap_or(deadline);

@@ -207,22 +207,23 @@ async fn e2e_a_re_enriched_row_after_the_ingest_record_expired_is_delivered_agai
     let p = Pipeline::start(
         &[
             ("IDEMPOTENCY_KEY", "fields:email"),
-            ("IDEMPOTENCY_TTL_SECONDS", "1"),
+            ("IDEMPOTENCY_TTL_SECONDS", "2"),
         ],
         &[],
     )
     .await;
     let v1 = r#"{"Work Email":"row7@acme-example.com","Job Title":"CEO","ICP Score":85}"#;
     let v2 = r#"{"Work Email":"row7@acme-example.com","Job Title":"CTO","ICP Score":85}"#;
+    let posted = std::time::Instant::now();
     let (status, first) = p.post("/api/clay/enriched", v1).await;
     assert_eq!(status, 202, "{first}");
-    let day0 = p.queued(1).await;
-    assert_eq!(p.route(&day0).await, no_failures());
     // Clay's retry of the same version, within the window: a duplicate.
     let (status, _) = p.post("/api/clay/enriched", v1).await;
     assert_eq!(status, 200);
-    // The record expires; Clay re-runs the row with a new title.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let day0 = p.queued(1).await;
+    assert_eq!(p.route(&day0).await, no_failures());
+    // The record expires (2 s, counted in whole seconds); Clay re-runs the row with a new title.
+    tokio::time::sleep(Duration::from_millis(3_200).saturating_sub(posted.elapsed())).await;
     let (status, second) = p.post("/api/clay/enriched", v2).await;
     assert_eq!(status, 202, "{second}");
     assert_eq!(second["id"], first["id"], "every version has the row's id");
