@@ -154,10 +154,11 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
             &self.table,
             &Self::pk(&claim.id),
             Status::InProgress.as_str(),
-            "in_progress_expires_at",
-            claim.in_progress_expires_at,
+            ("in_progress_expires_at", claim.in_progress_expires_at),
+            None,
         )
         .await
+        .map(|_| ())
         .map_err(StoreError::Unavailable)
     }
 }

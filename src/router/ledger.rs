@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use super::rules::DestinationName;
-use crate::dynamo::{describe, n, s};
+use crate::dynamo::{delete_if_still_ours, describe, n, s};
 
 pub const DELIVERING: &str = "DELIVERING";
 pub const DELIVERED: &str = "DELIVERED";
@@ -209,29 +209,18 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
     async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
         let pk = Self::pk(&c.id, c.destination);
         // An item that never recorded a delivery goes (the common case: one call)...
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .condition_expression(
-                "#status = :delivering AND #lock = :lock AND attribute_not_exists(#at)",
-            )
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lock", "lock_until")
-            .expression_attribute_names("#at", "delivered_at")
-            .expression_attribute_values(":delivering", s(DELIVERING))
-            .expression_attribute_values(":lock", n(c.lock_until_ms))
-            .send()
-            .await;
-        match result {
-            Ok(_) => return Ok(()),
-            Err(SdkError::ServiceError(ctx))
-                if matches!(
-                    ctx.err(),
-                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
-                ) => {}
-            Err(e) => return Err(err(e)),
+        let deleted = delete_if_still_ours(
+            &self.client,
+            &self.table,
+            &pk,
+            DELIVERING,
+            ("lock_until", c.lock_until_ms),
+            Some("delivered_at"),
+        )
+        .await
+        .map_err(LedgerError)?;
+        if deleted {
+            return Ok(());
         }
         // ...one that did goes back to what it delivered, if the claim is still ours.
         let result = self
