@@ -19,7 +19,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -117,15 +116,14 @@ def main():
 
         # Every event file, with the answer it must get.
         env = json.loads((ROOT / "events" / "env.json").read_text())
-        signed = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        signed = LOGS / "ingest-standard-webhooks.signed.json"
         sig = subprocess.run([str(ROOT / "target" / "debug" / "clayhook"), "sign-event",
                               "events/ingest-standard-webhooks.json"], cwd=ROOT, capture_output=True, text=True,
                              env={**os.environ, "CLAY_WEBHOOK_SECRETS": env["IngestFunction"]["CLAY_WEBHOOK_SECRETS"]})
         check(sig.returncode == 0, "clayhook sign-event re-signs the Standard Webhooks event", sig.stderr)
-        signed.write(sig.stdout)
-        signed.close()
+        signed.write_text(sig.stdout)
         cases = [("events/ingest-static-token.json", 202, "accepted"), ("events/ingest-hmac.json", 202, "accepted"),
-                 (signed.name, 202, "accepted"), ("events/ingest-bad-token.json", 401, "unauthorized"),
+                 (str(signed), 202, "accepted"), ("events/ingest-bad-token.json", 401, "unauthorized"),
                  ("events/ingest-not-json.json", 400, "invalid_json"),
                  ("events/ingest-static-token.json", 200, "duplicate")]
         for path, status, what in cases:
