@@ -47,7 +47,7 @@ sam-build: venv
 e2e: venv
 	rm -rf target/e2e-logs
 	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) \
-	  cargo test --test end_to_end -- --include-ignored --nocapture
+	  cargo test --test it end_to_end:: -- --include-ignored --nocapture
 	$(BIN)/python scripts/check_logs.py target/e2e-logs
 
 test: fmt-check clippy unit validate sam-build e2e

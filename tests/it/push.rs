@@ -1,17 +1,15 @@
 //! `clayhook push`, the real binary, against a local server playing Clay's webhook sources.
 
-mod support;
-
+use crate::support::clay::{FakeClay, Script};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use support::clay::{FakeClay, Script};
 
 const TOKEN: &str = "clay-table-token-5f2e";
 
 fn workdir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(support::unique("push"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(crate::support::unique("push"));
     std::fs::create_dir_all(&dir).expect("workdir");
     dir
 }

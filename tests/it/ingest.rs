@@ -1,7 +1,6 @@
 //! The ingest handler against a real moto_server: every row of the spec's response table.
 
-mod support;
-
+use crate::support::{Aws, dead_endpoint, sdk_config};
 use aws_sdk_dynamodb::types::AttributeValue;
 use clayhook::auth::{Secrets, hmac_hex, standard_webhooks_signature};
 use clayhook::idempotency::KeySpec;
@@ -13,7 +12,6 @@ use lambda_http::http::{HeaderMap, Method};
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{Aws, dead_endpoint, sdk_config};
 
 const TOKEN: &str = "tok_live_5a1d9c0e7f";
 const WHSEC: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -659,7 +657,7 @@ async fn the_trace_header_is_carried_on_the_message_and_log_lines_carry_the_ids(
         Some(trace)
     );
     let log = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/ingest.log"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/it.log"),
     )
     .unwrap();
     let lines: Vec<Value> = log

@@ -1,7 +1,6 @@
 //! The router against moto_server (the delivery ledger) and real local HTTP servers (wiremock).
 
-mod support;
-
+use crate::support::Aws;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use clayhook::auth::{self, Secrets};
 use clayhook::destinations::hubspot::{DEFAULT_UPSERT_PATH, HubSpot};
@@ -16,7 +15,6 @@ use clayhook::router::rules::default_rules;
 use clayhook::router::{Router, RouterError, RouterSettings};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::Aws;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -63,7 +61,7 @@ fn all_webhooks(server: &MockServer) -> DestinationSettings {
 fn envelope(id: &str, body: &str, source: Option<&str>) -> Envelope {
     let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
     Envelope::new(
-        support::lead_id(id),
+        crate::support::lead_id(id),
         UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         source.map(str::to_string),
         lead,
@@ -213,7 +211,7 @@ async fn hubspot_gets_a_batch_upsert_by_email_with_the_bearer_token() {
             json!({"inputs":[{"idProperty":"email","id":"jane@acme.com",
             "properties":{"email":"jane@acme.com","firstname":"Jane","lastname":"Doe",
                 "company":"Acme","jobtitle":"VP Sales"},
-            "objectWriteTraceId":support::lead_id("lead3")}]}),
+            "objectWriteTraceId":crate::support::lead_id("lead3")}]}),
         ))
         .respond_with(
             ResponseTemplate::new(200)
@@ -416,7 +414,7 @@ async fn connection_refused_and_timeouts_are_retried_then_fail() {
         .await;
     let d = DestinationSettings {
         zapier: Some(Webhook::new(format!("{}/zapier", server.uri()), None)),
-        nurture: Some(Webhook::new(support::dead_endpoint(), None)),
+        nurture: Some(Webhook::new(crate::support::dead_endpoint(), None)),
         ..Default::default()
     };
     let mut r = router(&aws, d);
@@ -532,7 +530,7 @@ async fn fifo_groups_keep_their_order_after_a_failure() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(wiremock::matchers::body_string_contains(
-            support::lead_id("first").as_str(),
+            crate::support::lead_id("first").as_str(),
         ))
         .respond_with(ResponseTemplate::new(400))
         .mount(&server)
@@ -571,7 +569,7 @@ async fn fifo_groups_keep_their_order_after_a_failure() {
                 .to_string()
         })
         .collect();
-    let sent_id = |name: &str| sent.contains(&support::lead_id(name));
+    let sent_id = |name: &str| sent.contains(&crate::support::lead_id(name));
     assert!(sent_id("first") && sent_id("other"));
     assert!(!sent_id("second"), "not attempted out of order");
 }
@@ -601,10 +599,10 @@ async fn ledger_items_are_written_per_destination() {
     assert_eq!(
         pks,
         vec![
-            format!("delivery#{}#crm", support::lead_id("lead12")),
-            format!("delivery#{}#outreach", support::lead_id("lead12")),
-            format!("delivery#{}#slack", support::lead_id("lead12")),
-            format!("delivery#{}#zapier", support::lead_id("lead12"))
+            format!("delivery#{}#crm", crate::support::lead_id("lead12")),
+            format!("delivery#{}#outreach", crate::support::lead_id("lead12")),
+            format!("delivery#{}#slack", crate::support::lead_id("lead12")),
+            format!("delivery#{}#zapier", crate::support::lead_id("lead12"))
         ]
     );
 }
@@ -683,14 +681,15 @@ async fn a_records_trace_header_joins_its_log_lines() {
     rec.attributes.insert("AWSTraceHeader".into(), trace.into());
     assert!(failures(&r, vec![rec], soon(30)).await.is_empty());
     let log = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/router.log"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs/it.log"),
     )
     .unwrap();
     let line = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|l| {
-            l["lead_id"] == support::lead_id("lead-traced").as_str() && l["destination"] == "zapier"
+            l["lead_id"] == crate::support::lead_id("lead-traced").as_str()
+                && l["destination"] == "zapier"
         })
         .expect("the delivery line");
     assert_eq!(line["xrayTraceId"], trace);
@@ -711,7 +710,7 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let id = support::lead_id("versions");
+    let id = crate::support::lead_id("versions");
     let claim = |version: &str, received_at_ms: i64, lock_until_ms: i64| DeliveryClaim {
         id: id.clone(),
         destination: DestinationName::Crm,

@@ -2,13 +2,11 @@
 //! serves ingest, routes queued leads to real local HTTP servers, feeds Clay from the intake
 //! queue, and stops cleanly on SIGTERM.
 
-mod support;
-
+use crate::support::clay::FakeClay;
+use crate::support::{free_port, moto_path, sdk_config, wait_for_port};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::clay::FakeClay;
-use support::{free_port, moto_path, sdk_config, wait_for_port};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

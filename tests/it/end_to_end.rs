@@ -6,15 +6,13 @@
 //! Needs `sam build` first, so it is `#[ignore]`d in plain `cargo test`; `make e2e` runs it
 //! with CLAYHOOK_BUILD_DIR and AWS_LAMBDA_RIE set.
 
-mod support;
-
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 
+use crate::support::emulator::{emulate, event_file, function_env, invoke, required_env};
+use crate::support::{Aws, moto_url};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::emulator::{emulate, event_file, function_env, invoke, required_env};
-use support::{Aws, moto_url};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -49,7 +47,9 @@ async fn sam_built_functions_under_the_lambda_emulator() {
         ("IDEMPOTENCY_TABLE", aws.table.clone()),
         ("AWS_ENDPOINT_URL", moto_url().to_string()),
     ];
-    router_overrides.extend(support::emulator::destination_vars(&downstream.uri()));
+    router_overrides.extend(crate::support::emulator::destination_vars(
+        &downstream.uri(),
+    ));
     let router_env = function_env("RouterFunction", &router_overrides);
     let ingest = emulate(
         "ingest",
@@ -136,7 +136,7 @@ async fn sam_built_functions_under_the_lambda_emulator() {
     drop(router);
     // Every line is one JSON object with its invocation's requestId; lines about a lead carry
     // its ID; metric documents are there, in Embedded Metric Format.
-    let ingest_lines = support::emulator::function_log_lines(&logs[0]);
+    let ingest_lines = crate::support::emulator::function_log_lines(&logs[0]);
     let accepted: Vec<&Value> = ingest_lines
         .iter()
         .filter(|l| l["message"] == "accepted" || l["message"] == "duplicate")
@@ -156,7 +156,7 @@ async fn sam_built_functions_under_the_lambda_emulator() {
             .iter()
             .any(|l| l["Rejected"] == 1.0 && l["Reason"] == "unauthorized")
     );
-    let router_lines = support::emulator::function_log_lines(&logs[1]);
+    let router_lines = crate::support::emulator::function_log_lines(&logs[1]);
     let deliveries: Vec<&Value> = router_lines
         .iter()
         .filter(|l| l["message"] == "delivered")
@@ -322,14 +322,14 @@ async fn feeder_sends_the_intake_batch_to_clay_once() {
     let dlq = aws
         .sqs
         .create_queue()
-        .queue_name(support::unique("intake-dlq"))
+        .queue_name(crate::support::unique("intake-dlq"))
         .send()
         .await
         .unwrap()
         .queue_url
         .unwrap();
     let token = function_env("FeederFunction", &[])["CLAY_WEBHOOK_AUTH_TOKENS"].clone();
-    let clay = support::clay::FakeClay::start(Some(&token)).await;
+    let clay = crate::support::clay::FakeClay::start(Some(&token)).await;
     let env = function_env(
         "FeederFunction",
         &[
@@ -369,7 +369,7 @@ async fn feeder_sends_the_intake_batch_to_clay_once() {
     drop(feeder);
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("INIT REPORT"), "{log}");
-    let lines = support::emulator::function_log_lines(&log_path);
+    let lines = crate::support::emulator::function_log_lines(&log_path);
     let sent: Vec<&Value> = lines
         .iter()
         .filter(|l| l["message"] == "row sent to Clay")

@@ -1,8 +1,7 @@
 //! `clayhook dlq list | show | redrive`, the real binary, against moto_server; then the router
 //! on what was redriven, to see that only destinations missing from the ledger are sent to.
 
-mod support;
-
+use crate::support::{Aws, moto_url};
 use aws_lambda_events::sqs::SqsEvent;
 use clayhook::destinations::webhook::Webhook;
 use clayhook::destinations::{Crm, DestinationSettings, HttpDestinations};
@@ -15,7 +14,6 @@ use clayhook::router::{Router, RouterSettings};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{Aws, moto_url};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -58,7 +56,7 @@ async fn clayhook(aws: &Aws, dlq: &str, args: &[&str]) -> Run {
 fn envelope(id: &str, body: &str) -> Envelope {
     let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
     Envelope::new(
-        support::lead_id(id),
+        crate::support::lead_id(id),
         UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         Some("webinar".into()),
         lead,
@@ -81,7 +79,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
     let dlq = aws
         .sqs
         .create_queue()
-        .queue_name(support::unique("dlq"))
+        .queue_name(crate::support::unique("dlq"))
         .send()
         .await
         .unwrap()

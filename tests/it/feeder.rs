@@ -1,8 +1,8 @@
 //! The feeder use case against moto_server (counters, breaker, intake queue, DLQ) and a local
 //! server playing Clay's webhook sources.
 
-mod support;
-
+use crate::support::Aws;
+use crate::support::clay::{FakeClay, Script};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use clayhook::feed::clay::ClayClient;
 use clayhook::feed::dynamodb::DynamoDbFeedStore;
@@ -12,8 +12,6 @@ use clayhook::feed::{BreakerPolicy, webhooks};
 use clayhook::router::retry::RetryPolicy;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
-use support::Aws;
-use support::clay::{FakeClay, Script};
 
 const TOKEN: &str = "clay-feeder-token-91c";
 
@@ -30,7 +28,7 @@ async fn rig(token: Option<&str>) -> Rig {
     let dlq_url = aws
         .sqs
         .create_queue()
-        .queue_name(support::unique("intake-dlq"))
+        .queue_name(crate::support::unique("intake-dlq"))
         .send()
         .await
         .expect("dlq")
@@ -397,7 +395,7 @@ async fn rows_no_retry_can_help_go_straight_to_the_dlq_with_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dynamodb_down_fails_the_batch_without_sending() {
     let rig = rig(None).await;
-    let sdk = support::sdk_config(&support::dead_endpoint()).await;
+    let sdk = crate::support::sdk_config(&crate::support::dead_endpoint()).await;
     let f = Feeder::new(
         settings(&rig, 1, ""),
         DynamoDbFeedStore::new(aws_sdk_dynamodb::Client::new(&sdk), "t"),
