@@ -1,4 +1,4 @@
-"""The README's `sam local` commands are the ones scripts/sam-local.sh runs, character for
+"""docs/testing.md's `sam local` commands are the ones scripts/sam-local.sh runs, character for
 character: the Linux block (x86_64) and the Docker Desktop block (arm64, Apple silicon) are
 compared with `scripts/sam-local.sh commands linux|desktop`. Exits non-zero on a difference."""
 
@@ -18,14 +18,14 @@ def commands(kind, arch):
 
 
 def main():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "testing.md").read_text()
     section = readme.split("## Local testing", 1)[1].split("\n## ", 1)[0]
     blocks = [b.strip() for b in re.findall(r"```sh\n(.*?)```", section, re.S)]
     failed = 0
     for kind, arch in [("linux", "x86_64"), ("desktop", "arm64")]:
         want = commands(kind, arch)
         ok = want in blocks
-        print(("ok   " if ok else "FAIL ") + f"README shows the {kind} sam local commands the script runs")
+        print(("ok   " if ok else "FAIL ") + f"docs/testing.md shows the {kind} sam local commands the script runs")
         if not ok:
             print(want)
             failed += 1

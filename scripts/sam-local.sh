@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The `sam local` flow as a user types it, in one place: `make sam-local` runs `up`,
-# `make sam-local-test` (scripts/sam_local_test.py) runs the same commands, and the README's
-# "Local testing" shows the lines `commands` prints (a test compares them).
+# `make sam-local-test` (scripts/sam_local_test.py) runs the same commands, and docs/testing.md
+# ("Local testing") shows the lines `commands` prints (a test compares them).
 #
 #   scripts/sam-local.sh up                      build, start everything, print a curl; Ctrl-C stops
 #   scripts/sam-local.sh build                   sam build for this machine's architecture
 #   scripts/sam-local.sh services                moto + destination printer + queue pollers
 #   scripts/sam-local.sh start-api|start-lambda  SAM's local API Gateway (:3000) / Lambda API (:3001)
 #   scripts/sam-local.sh invoke FUNCTION EVENT   one `sam local invoke`
-#   scripts/sam-local.sh commands [linux|desktop] the exact command lines, for the README
+#   scripts/sam-local.sh commands [linux|desktop] the exact command lines, for docs/testing.md
 #
 # SAM_INVOKE_IMAGE: a Lambda base image to use instead of pulling public.ecr.aws/lambda/provided
 # (machines without internet; `make sam-local-test` builds a stand-in). Unset on a normal machine.

@@ -1,4 +1,4 @@
-"""`make sam-local-test`: the README's `sam local` commands, run as written, under Docker.
+"""`make sam-local-test`: the `sam local` commands of docs/testing.md, run as written, under Docker.
 
 Runs scripts/sam-local.sh (the one place the commands live): the services `clayhook sam-local`
 starts (moto on 0.0.0.0:5000 with the table and queues, the destination printer on :9000, the

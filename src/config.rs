@@ -1,5 +1,5 @@
 //! Configuration, read once at start from environment variables. Every variable and its default
-//! is listed in the README; a bad value stops the function with a message naming the variable.
+//! is listed in docs/configuration.md; a bad value stops the function with a message naming the variable.
 
 use std::time::Duration;
 

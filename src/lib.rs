@@ -1,8 +1,10 @@
 //! clayhook: receive Clay enrichment callbacks, prove they are yours, deduplicate them, queue
 //! them on SQS and route them downstream.
 //!
-//! Pure domain modules (`auth`, `lead`, `envelope`, the decisions in `idempotency`) know nothing
-//! of AWS; `idempotency::dynamodb` and `queue::sqs` are the adapters; `ingest` is the use case.
+//! Pure domain modules (`auth`, `lead`, `envelope`, the decisions in `idempotency`, the rules and
+//! retry policy in `router`) know nothing of AWS. The use cases are `ingest`, `router` and
+//! `feed::feeder`; the DynamoDB, SQS and HTTP adapters sit beside their ports. The module map is
+//! in docs/architecture.md.
 
 pub mod auth;
 pub mod aws;

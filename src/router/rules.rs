@@ -1,6 +1,6 @@
 //! Routing rules: which destinations a lead goes to. Pure: a lead and its source in, names out.
 //!
-//! `ROUTING_RULES` is a JSON array of rules, applied in order (schema in the README):
+//! `ROUTING_RULES` is a JSON array of rules, applied in order (schema in docs/behaviour.md):
 //!
 //! ```json
 //! [{"name": "hot", "when": [{"field": "icp_score", "gte": 80}, {"field": "email", "present": true}],
