@@ -5,7 +5,6 @@
 //! unchanged and deletes it from the DLQ only after SQS took it; the router then consults the
 //! delivery ledger, so destinations that already have the lead are not sent it again.
 
-use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_sqs::Client as Sqs;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::destinations::redact;
 use crate::envelope::Envelope;
-use crate::router::ledger::{DynamoDbDeliveryLedger, LedgerItem};
+use crate::router::ledger::DeliveryLedger;
 use crate::router::rules::{DestinationName, RoutingRule, route};
 
 /// How long a listed message stays hidden if resetting its visibility fails.
@@ -50,16 +49,16 @@ pub struct DeadLetter {
     pub owed: Vec<DestinationName>,
 }
 
-pub struct DeadLetters {
+pub struct DeadLetters<L> {
     pub sqs: Sqs,
-    pub ddb: DynamoDb,
-    pub table: String,
+    /// What has been delivered, as the router's ledger records it.
+    pub ledger: L,
     pub dlq_url: String,
     /// The rules the router runs (`ROUTING_RULES`, else the defaults): what a lead is owed.
     pub rules: Vec<RoutingRule>,
 }
 
-impl DeadLetters {
+impl<L: DeliveryLedger> DeadLetters<L> {
     /// Reads up to `max` messages, hiding each for `visibility` seconds.
     async fn receive(&self, max: usize, visibility: i32) -> Result<Vec<Message>, DlqError> {
         let mut all: Vec<Message> = Vec::new();
@@ -113,7 +112,12 @@ impl DeadLetters {
         if let Some(env) = &envelope {
             let version = env.lead_version();
             for d in route(&self.rules, &env.lead, env.source.as_deref()) {
-                if self.is_delivered(env, &version, d).await? {
+                let reached = self
+                    .ledger
+                    .has_delivered(&env.id, d, &version, env.received_at_ms())
+                    .await
+                    .map_err(|e| DlqError::DynamoDb(e.to_string()))?;
+                if reached {
                     delivered.push(d);
                 } else {
                     owed.push(d);
@@ -134,32 +138,6 @@ impl DeadLetters {
             delivered,
             owed,
         })
-    }
-
-    /// Whether the ledger holds this version of the lead (or a newer one) as delivered, judged as
-    /// the router's claim judges it.
-    async fn is_delivered(
-        &self,
-        env: &Envelope,
-        version: &str,
-        d: DestinationName,
-    ) -> Result<bool, DlqError> {
-        let id = &env.id;
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key(
-                "pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(DynamoDbDeliveryLedger::pk(id, d)),
-            )
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| DlqError::DynamoDb(crate::dynamo::describe(e)))?;
-        Ok(out
-            .item
-            .is_some_and(|i| LedgerItem::from_item(&i).covers(version, env.received_at_ms())))
     }
 
     /// Every record in the DLQ (up to `max`), left in place.

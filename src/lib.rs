@@ -23,3 +23,4 @@ pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod router;
+pub mod table;

@@ -296,8 +296,10 @@ async fn dlq(dlq_url: String, table: String, action: DlqAction) -> Result<(), St
     let sdk = clayhook::aws::sdk_config().await;
     let dead = DeadLetters {
         sqs: aws_sdk_sqs::Client::new(&sdk),
-        ddb: aws_sdk_dynamodb::Client::new(&sdk),
-        table,
+        ledger: clayhook::router::ledger::DynamoDbDeliveryLedger::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            table,
+        ),
         dlq_url,
         rules,
     };

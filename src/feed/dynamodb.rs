@@ -10,7 +10,7 @@ use super::BreakerState;
 use super::feeder::{FeedStore, StoreError};
 use crate::dynamo::{describe, n, s};
 
-const BREAKER_PK: &str = "feed#breaker";
+use crate::table::FEED_BREAKER_KEY as BREAKER_PK;
 
 #[derive(Clone, Debug)]
 pub struct DynamoDbFeedStore {
@@ -128,7 +128,7 @@ impl FeedStore for DynamoDbFeedStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(&format!("feed#sent#{message_id}")))
+            .key("pk", s(&crate::table::feed_sent_key(message_id)))
             .consistent_read(true)
             .send()
             .await
@@ -140,7 +140,7 @@ impl FeedStore for DynamoDbFeedStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(&format!("feed#sent#{message_id}")))
+            .item("pk", s(&crate::table::feed_sent_key(message_id)))
             .item("expires_at", n(expires_at))
             .send()
             .await

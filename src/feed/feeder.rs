@@ -116,11 +116,11 @@ fn epoch_ms(t: SystemTime) -> i64 {
 }
 
 pub fn webhook_counter(w: &ClayWebhook) -> String {
-    format!("feed#webhook#{}", w.key)
+    crate::table::feed_webhook_key(&w.key)
 }
 
 pub fn budget_counter(day: &str) -> String {
-    format!("feed#budget#{day}")
+    crate::table::feed_budget_key(day)
 }
 
 impl<S: FeedStore, Q: Intake> Feeder<S, Q> {

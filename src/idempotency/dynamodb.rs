@@ -10,9 +10,6 @@ use std::collections::HashMap;
 use super::{Begin, Claim, IdempotencyStore, Record, Status, StoreError};
 use crate::dynamo::{delete_if_still_ours, describe, n, s};
 
-/// Partition key prefix of ingest's records; the router's ledger uses `delivery#`.
-pub const PK_PREFIX: &str = "ingest#";
-
 #[derive(Clone, Debug)]
 pub struct DynamoDbIdempotencyStore {
     client: Client,
@@ -28,7 +25,7 @@ impl DynamoDbIdempotencyStore {
     }
 
     pub fn pk(id: &str) -> String {
-        format!("{PK_PREFIX}{id}")
+        crate::table::ingest_key(id)
     }
 
     /// The fallback when the failed condition did not return the item (older endpoints).

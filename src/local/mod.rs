@@ -8,9 +8,6 @@ pub mod printing;
 pub mod sam;
 
 use aws_config::Region;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -161,25 +158,9 @@ pub async fn create_resources(
     ddb: &aws_sdk_dynamodb::Client,
     sqs: &aws_sdk_sqs::Client,
 ) -> Result<LocalResources, LocalError> {
-    let key = |name: &str| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(KeyType::Hash)
-            .build()
-    };
-    let attr = AttributeDefinition::builder()
-        .attribute_name("pk")
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .map_err(setup)?;
-    ddb.create_table()
-        .table_name(LOCAL_TABLE)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr)
-        .key_schema(key("pk").map_err(setup)?)
-        .send()
+    crate::table::create(ddb, LOCAL_TABLE)
         .await
-        .map_err(|e| setup(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        .map_err(LocalError::Setup)?;
     Ok(LocalResources {
         leads: create_queue(sqs, LOCAL_QUEUE, LOCAL_DLQ, LOCAL_MAX_RECEIVE_COUNT).await?,
         intake: create_queue(

@@ -105,6 +105,15 @@ pub trait DeliveryLedger: Send + Sync {
         &self,
         claim: &DeliveryClaim,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Whether this version of the lead (accepted at `received_at_ms`), or a newer one, has
+    /// reached `destination`: what a claim would find (for the DLQ tools).
+    fn has_delivered(
+        &self,
+        id: &str,
+        destination: DestinationName,
+        version: &str,
+        received_at_ms: i64,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 }
 
 #[derive(Clone, Debug)]
@@ -122,7 +131,7 @@ impl DynamoDbDeliveryLedger {
     }
 
     pub fn pk(id: &str, destination: DestinationName) -> String {
-        format!("delivery#{id}#{destination}")
+        crate::table::delivery_key(id, destination)
     }
 }
 
@@ -204,6 +213,27 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    async fn has_delivered(
+        &self,
+        id: &str,
+        destination: DestinationName,
+        version: &str,
+        received_at_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&Self::pk(id, destination)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(out
+            .item
+            .is_some_and(|i| LedgerItem::from_item(&i).covers(version, received_at_ms)))
     }
 
     async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {

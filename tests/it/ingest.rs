@@ -130,7 +130,7 @@ async fn new_lead_is_accepted_then_a_repeat_is_a_duplicate_with_the_first_messag
     let items = aws.items().await;
     assert_eq!(items.len(), 1);
     let item = &items[0];
-    assert_eq!(s(item, "pk").unwrap(), format!("ingest#{id}"));
+    assert_eq!(s(item, "pk").unwrap(), clayhook::table::ingest_key(&id));
     assert_eq!(s(item, "status").as_deref(), Some("COMPLETED"));
     assert_eq!(s(item, "message_id").as_deref(), Some(message_id.as_str()));
     let exp = n(item, "expires_at").unwrap();
@@ -246,7 +246,7 @@ async fn put_record(
         .ddb
         .put_item()
         .table_name(&aws.table)
-        .item("pk", AttributeValue::S(format!("ingest#{id}")))
+        .item("pk", AttributeValue::S(clayhook::table::ingest_key(id)))
         .item("status", AttributeValue::S(status.into()))
         .item("expires_at", AttributeValue::N(expires_at.to_string()))
         .item("message_id", AttributeValue::S("old-message".into()));
