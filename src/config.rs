@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::auth::{DEFAULT_TOLERANCE_SECONDS, Secrets, SecretsError};
+use crate::delivery::retry::RetryPolicy;
 use crate::destinations::hubspot::{DEFAULT_BASE_URL, DEFAULT_UPSERT_PATH, HubSpot};
 use crate::destinations::slack::Slack;
 use crate::destinations::webhook::{SigningKey, Webhook};
@@ -13,7 +14,6 @@ use crate::feed::feeder::FeederSettings;
 use crate::idempotency::{KeySpec, KeySpecError};
 use crate::ingest::IngestSettings;
 use crate::router::RouterSettings;
-use crate::router::retry::RetryPolicy;
 use crate::router::rules::{RulesError, default_rules, parse_rules};
 
 /// SQS's maximum message size (and its Lambda event source mapping's) since 2025.

@@ -10,7 +10,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde_json::{Value, json};
 
-use crate::destinations::redact;
+use crate::delivery::http::redact;
 use crate::envelope::Envelope;
 use crate::router::ledger::DeliveryLedger;
 use crate::router::rules::{DestinationName, RoutingRule, route};

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod delivery;
 pub mod destinations;
 pub mod dlq;
 pub mod dynamo;

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 
-use crate::router::rules::DestinationName;
+use crate::delivery::names::DestinationName;
 
 /// The partition key (a string); there is no sort key.
 pub const PARTITION_KEY: &str = "pk";

@@ -14,6 +14,7 @@
 mod feeder_storm;
 mod support;
 
+use clayhook::delivery::retry::RetryPolicy;
 use clayhook::destinations::slack::Slack;
 use clayhook::destinations::webhook::Webhook;
 use clayhook::destinations::{Crm, DestinationSettings, HttpDestinations};
@@ -22,7 +23,6 @@ use clayhook::idempotency::sha256_hex;
 use clayhook::lead::Lead;
 use clayhook::local::poller::Poller;
 use clayhook::router::ledger::DynamoDbDeliveryLedger;
-use clayhook::router::retry::RetryPolicy;
 use clayhook::router::rules::{default_rules, route};
 use clayhook::router::{Router, RouterSettings};
 use serde_json::Value;

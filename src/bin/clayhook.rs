@@ -253,7 +253,7 @@ async fn push(a: PushArgs) -> ExitCode {
         failed,
         rate,
         limit: a.limit,
-        retry: clayhook::router::retry::RetryPolicy {
+        retry: clayhook::delivery::retry::RetryPolicy {
             max_attempts: a.max_attempts,
             base: std::time::Duration::from_millis(500),
             cap: std::time::Duration::from_secs(30),

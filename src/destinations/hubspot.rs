@@ -5,9 +5,9 @@
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
-use super::{Answer, rejected, send, truncate_utf16};
+use crate::delivery::http::{Answer, rejected, send, truncate_utf16};
+use crate::delivery::retry::Attempt;
 use crate::envelope::Envelope;
-use crate::router::retry::Attempt;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
 pub const DEFAULT_UPSERT_PATH: &str = "/crm/v3/objects/contacts/batch/upsert";

@@ -4,10 +4,10 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use super::{rejected, send};
+use crate::delivery::http::{rejected, send, truncate_utf16};
+use crate::delivery::retry::Attempt;
 use crate::envelope::Envelope;
 use crate::lead::Lead;
-use crate::router::retry::Attempt;
 
 #[derive(Clone)]
 pub struct Slack {
@@ -82,7 +82,7 @@ fn score(lead: &Lead) -> String {
         Some(s) => format!("{s:.1}"),
         None => "n/a".to_string(),
     };
-    super::truncate_utf16(&text, SCORE_CHARS).to_string()
+    truncate_utf16(&text, SCORE_CHARS).to_string()
 }
 
 pub fn payload(env: &Envelope) -> Value {

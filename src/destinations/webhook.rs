@@ -4,11 +4,11 @@
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{rejected, send};
 use crate::auth::standard_webhooks_signature;
+use crate::delivery::http::{rejected, send};
+use crate::delivery::names::DestinationName;
+use crate::delivery::retry::Attempt;
 use crate::envelope::Envelope;
-use crate::router::retry::Attempt;
-use crate::router::rules::DestinationName;
 
 /// The key of an outbound `whsec_` secret. `Debug` never shows it.
 #[derive(Clone)]

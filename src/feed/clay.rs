@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::{AUTH_HEADER, ClayWebhook, Pace, may_have_counted};
-use crate::destinations::{rejected, send};
-use crate::router::retry::{Attempt, Next, RetryPolicy, classify};
+use crate::delivery::http::{rejected, send};
+use crate::delivery::retry::{Attempt, Next, RetryPolicy, classify};
 
 /// The reqwest client, built once.
 #[derive(Clone, Debug)]
@@ -38,11 +38,7 @@ impl Submission {
 
 impl ClayClient {
     pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("clayhook/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = crate::delivery::http::client(connect_timeout)?;
         Ok(ClayClient { client, timeout })
     }
 

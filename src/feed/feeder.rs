@@ -14,8 +14,8 @@ use super::clay::ClayClient;
 use super::{
     BreakerPolicy, BreakerState, ClayWebhook, Pace, budget_day, prepare_raw, webhook_refused,
 };
+use crate::delivery::retry::{Attempt, Class, RetryPolicy, classify};
 use crate::metrics::Metrics;
-use crate::router::retry::{Attempt, Class, RetryPolicy, classify};
 
 /// SQS keeps a message invisible for at most 12 hours.
 const MAX_POSTPONE_SECONDS: i64 = 43_200;

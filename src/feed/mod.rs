@@ -15,7 +15,7 @@ pub mod sqs;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-use crate::router::retry::{Attempt, TransportKind};
+use crate::delivery::retry::{Attempt, TransportKind};
 
 /// Submissions Clay accepts per webhook source, for good (deleting rows does not give any back).
 pub const CLAY_SUBMISSION_LIMIT: u64 = 50_000;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use super::clay::ClayClient;
 use super::journal::{Entry, Journal, JournalError};
 use super::{ClayWebhook, Pace, prepare_raw, prepare_row, row_key, webhook_refused};
-use crate::router::retry::{Attempt, RetryPolicy};
+use crate::delivery::retry::{Attempt, RetryPolicy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use crate::delivery::names::DestinationName;
+use crate::delivery::retry::Attempt;
 use crate::destinations::{Destinations, slack, webhook};
 use crate::envelope::Envelope;
-use crate::router::retry::Attempt;
-use crate::router::rules::DestinationName;
 
 pub struct PrintingDestinations<D> {
     pub inner: D,

@@ -2,7 +2,6 @@
 //! its own, routed by the rules, and delivered to each destination at most once per the ledger.
 
 pub mod ledger;
-pub mod retry;
 pub mod rules;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -10,11 +9,11 @@ use futures::StreamExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{Instrument, error, info, warn};
 
+use crate::delivery::retry::{Attempt, Next, RetryPolicy, classify};
 use crate::destinations::Destinations;
 use crate::envelope::Envelope;
 use crate::metrics::Metrics;
 use ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
-use retry::{Attempt, Next, RetryPolicy, classify};
 use rules::{DestinationName, RoutingRule, route};
 
 #[derive(Debug, Clone)]
@@ -324,7 +323,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
             let attempt = self.destinations.deliver(dest, env, timeout).await;
             let now = SystemTime::now();
             let class = classify(&attempt, now);
-            if class == retry::Class::Success {
+            if class == crate::delivery::retry::Class::Success {
                 return Ok(());
             }
             let next = policy.next(
@@ -337,7 +336,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
             );
             log_failure(dest, attempt_no, &attempt, &class, &next);
             let class_name = match class {
-                retry::Class::Permanent => "permanent",
+                crate::delivery::retry::Class::Permanent => "permanent",
                 _ => "transient",
             };
             metrics.count(
@@ -359,11 +358,11 @@ fn log_failure(
     dest: DestinationName,
     attempt_no: u32,
     attempt: &Attempt,
-    class: &retry::Class,
+    class: &crate::delivery::retry::Class,
     next: &Next,
 ) {
     let class_name = match class {
-        retry::Class::Permanent => "permanent",
+        crate::delivery::retry::Class::Permanent => "permanent",
         _ => "transient",
     };
     let next_text = match next {

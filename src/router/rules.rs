@@ -9,46 +9,10 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use std::fmt;
+
+pub use crate::delivery::names::DestinationName;
 
 use crate::lead::{Lead, as_bool, as_number, is_absent};
-
-/// The five destinations the spec names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DestinationName {
-    Crm,
-    Outreach,
-    Nurture,
-    Slack,
-    Zapier,
-}
-
-impl DestinationName {
-    pub const ALL: [DestinationName; 5] = [
-        DestinationName::Crm,
-        DestinationName::Outreach,
-        DestinationName::Nurture,
-        DestinationName::Slack,
-        DestinationName::Zapier,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DestinationName::Crm => "crm",
-            DestinationName::Outreach => "outreach",
-            DestinationName::Nurture => "nurture",
-            DestinationName::Slack => "slack",
-            DestinationName::Zapier => "zapier",
-        }
-    }
-}
-
-impl fmt::Display for DestinationName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One test on a lead. Exactly one kind per condition object.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

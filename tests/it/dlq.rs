@@ -3,12 +3,12 @@
 
 use crate::support::{Aws, moto_url};
 use aws_lambda_events::sqs::SqsEvent;
+use clayhook::delivery::retry::RetryPolicy;
 use clayhook::destinations::webhook::Webhook;
 use clayhook::destinations::{Crm, DestinationSettings, HttpDestinations};
 use clayhook::envelope::Envelope;
 use clayhook::lead::Lead;
 use clayhook::router::ledger::{DeliveryClaim, DeliveryLedger, DynamoDbDeliveryLedger};
-use clayhook::router::retry::RetryPolicy;
 use clayhook::router::rules::{DestinationName, default_rules};
 use clayhook::router::{Router, RouterSettings};
 use serde_json::Value;

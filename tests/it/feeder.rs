@@ -4,12 +4,12 @@
 use crate::support::Aws;
 use crate::support::clay::{FakeClay, Script};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use clayhook::delivery::retry::RetryPolicy;
 use clayhook::feed::clay::ClayClient;
 use clayhook::feed::dynamodb::DynamoDbFeedStore;
 use clayhook::feed::feeder::{Feeder, FeederSettings, webhook_counter};
 use clayhook::feed::sqs::{REASON_ATTRIBUTE, SqsIntake};
 use clayhook::feed::{BreakerPolicy, webhooks};
-use clayhook::router::retry::RetryPolicy;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
 

@@ -3,6 +3,7 @@
 use crate::support::Aws;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use clayhook::auth::{self, Secrets};
+use clayhook::delivery::retry::RetryPolicy;
 use clayhook::destinations::hubspot::{DEFAULT_UPSERT_PATH, HubSpot};
 use clayhook::destinations::slack::Slack;
 use clayhook::destinations::webhook::{SigningKey, Webhook};
@@ -10,7 +11,6 @@ use clayhook::destinations::{Crm, DestinationSettings, HttpDestinations};
 use clayhook::envelope::Envelope;
 use clayhook::lead::Lead;
 use clayhook::router::ledger::DynamoDbDeliveryLedger;
-use clayhook::router::retry::RetryPolicy;
 use clayhook::router::rules::default_rules;
 use clayhook::router::{Router, RouterError, RouterSettings};
 use serde_json::{Value, json};
