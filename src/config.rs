@@ -69,7 +69,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub fn url(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
         match self.optional(var) {
             None => Ok(None),
-            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Ok(Some(u)),
+            Some(u) if crate::clock::is_http_url(&u) => Ok(Some(u)),
             Some(_) => Err(ConfigError::Invalid {
                 var,
                 reason: "expected an http(s) URL".into(),

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod destinations;

@@ -7,7 +7,7 @@
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, warn};
 
 use super::clay::ClayClient;
@@ -109,11 +109,7 @@ enum Fate {
     Wait,
 }
 
-fn epoch_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::epoch_ms;
 
 pub fn webhook_counter(w: &ClayWebhook) -> String {
     crate::table::feed_webhook_key(&w.key)

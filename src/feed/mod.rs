@@ -90,7 +90,7 @@ pub fn webhooks(urls: &[String], tokens: &[String]) -> Result<Vec<ClayWebhook>, 
     urls.iter()
         .enumerate()
         .map(|(i, url)| {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
+            if !crate::clock::is_http_url(url) {
                 return Err(FeedConfigError::NotAUrl(i + 1));
             }
             let token = match tokens.len() {

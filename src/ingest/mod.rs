@@ -6,7 +6,7 @@ pub mod lambda;
 
 use lambda_http::http::{HeaderMap, Method};
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::auth::{self, AuthError, Secrets};
@@ -126,11 +126,7 @@ async fn bounded<T, E>(
     }
 }
 
-fn epoch_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::epoch_ms;
 
 /// The `{source}` of a path, `None` for the bare route, an error for anything else.
 pub fn route_source(path: &str) -> Result<Option<String>, IngestError> {

@@ -8,6 +8,7 @@ use crate::lead::Lead;
 use lambda_http::http::{HeaderName, HeaderValue};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
+use std::time::UNIX_EPOCH;
 
 const NAMES: [&str; 8] = [
     "content-type",

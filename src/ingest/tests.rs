@@ -4,6 +4,7 @@ use super::*;
 use crate::idempotency::{Record, Status};
 use lambda_http::http::HeaderValue;
 use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
 
 #[derive(Default)]
 pub(super) struct MemoryStore {

@@ -6,7 +6,7 @@ pub mod rules;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, warn};
 
 use crate::delivery::retry::{Attempt, Next, RetryPolicy, classify};
@@ -48,11 +48,7 @@ pub enum RouterError {
 /// Shortest useful time for one more request.
 const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(200);
 
-fn epoch_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::epoch_ms;
 
 fn message_group(m: &SqsMessage) -> Option<&str> {
     m.attributes.get("MessageGroupId").map(String::as_str)
