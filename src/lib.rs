@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod batch;
 pub mod clock;
 pub mod config;
 pub mod delivery;

@@ -1,13 +1,11 @@
 //! The feeder Lambda: wiring only. Intake SQS queue -> Clay table webhooks.
 
-use aws_lambda_events::sqs::SqsEvent;
 use clayhook::config::FeederConfig;
 use clayhook::feed::clay::ClayClient;
 use clayhook::feed::dynamodb::DynamoDbFeedStore;
 use clayhook::feed::feeder::Feeder;
 use clayhook::feed::sqs::SqsIntake;
-use clayhook::metrics::Metrics;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::Error;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
@@ -34,13 +32,5 @@ async fn serve() -> Result<(), Error> {
         },
         ClayClient::new(config.connect_timeout, config.request_timeout)?,
     );
-    let feeder = &feeder;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = event.context.deadline();
-        let metrics = Metrics::for_invocation().with_request_id(&event.context.request_id);
-        let result = feeder.handle_with(event.payload, deadline, &metrics).await;
-        metrics.flush();
-        result.map_err(Error::from)
-    }))
-    .await
+    clayhook::batch::run_lambda(&feeder).await
 }

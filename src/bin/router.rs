@@ -1,12 +1,10 @@
 //! The router Lambda: wiring only.
 
-use aws_lambda_events::sqs::SqsEvent;
 use clayhook::config::RouterConfig;
 use clayhook::destinations::HttpDestinations;
-use clayhook::metrics::Metrics;
 use clayhook::router::Router;
 use clayhook::router::ledger::DynamoDbDeliveryLedger;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::Error;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
@@ -28,13 +26,5 @@ async fn serve() -> Result<(), Error> {
         ledger: DynamoDbDeliveryLedger::new(ddb, config.table),
         destinations: HttpDestinations::new(config.destinations, config.connect_timeout)?,
     };
-    let router = &router;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = event.context.deadline();
-        let metrics = Metrics::for_invocation().with_request_id(&event.context.request_id);
-        let result = router.handle_with(event.payload, deadline, &metrics).await;
-        metrics.flush();
-        result.map_err(Error::from)
-    }))
-    .await
+    clayhook::batch::run_lambda(&router).await
 }

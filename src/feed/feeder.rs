@@ -4,7 +4,7 @@
 //! not attempted: they are reported failed and their visibility pushed to the reopening time, so
 //! they wait on the queue instead of burning through their receives.
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -92,6 +92,18 @@ pub struct Feeder<S, Q> {
     pace: tokio::sync::Mutex<Pace>,
 }
 
+impl<S: FeedStore, Q: Intake> crate::batch::SqsBatchHandler for Feeder<S, Q> {
+    type Error = FeederError;
+    fn handle_with(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+        metrics: &Metrics,
+    ) -> impl std::future::Future<Output = Result<SqsBatchResponse, FeederError>> {
+        Feeder::handle_with(self, event, deadline, metrics)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FeederError {
     #[error("a failed record has no message id; failing the whole batch")]
@@ -137,10 +149,7 @@ impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
         event: SqsEvent,
         deadline: SystemTime,
     ) -> Result<SqsBatchResponse, FeederError> {
-        let metrics = Metrics::for_invocation();
-        let result = self.handle_with(event, deadline, &metrics).await;
-        metrics.flush();
-        result
+        crate::batch::handle(self, event, deadline, None).await
     }
 
     /// [`Feeder::handle`], collecting metrics into `metrics`: `SentToClay`, `ClayFailed` by
@@ -196,16 +205,8 @@ impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
                 }
             }
         }
-        let mut response = SqsBatchResponse::default();
-        for record in failed {
-            let Some(id) = record.message_id.clone().filter(|i| !i.is_empty()) else {
-                return Err(FeederError::UnnamedFailure);
-            };
-            let mut item = BatchItemFailure::default();
-            item.item_identifier = id;
-            response.batch_item_failures.push(item);
-        }
-        Ok(response)
+        crate::batch::failures(failed.iter().map(|r| r.message_id.clone()))
+            .map_err(|_| FeederError::UnnamedFailure)
     }
 
     async fn record(

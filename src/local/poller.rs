@@ -2,47 +2,11 @@
 //! mapping does: records the handler reports failed stay on the queue and come back after the
 //! visibility timeout (and reach the DLQ after `maxReceiveCount`); the rest are deleted.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
-use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use crate::destinations::Destinations;
-use crate::feed::feeder::{FeedStore, Feeder, FeederError, Intake};
-use crate::router::ledger::DeliveryLedger;
-use crate::router::{Router, RouterError};
-
-/// A function behind an SQS event source mapping with partial batch responses.
-pub trait SqsBatchHandler {
-    type Error: std::fmt::Display;
-    fn handle_batch(
-        &self,
-        event: SqsEvent,
-        deadline: SystemTime,
-    ) -> impl Future<Output = Result<SqsBatchResponse, Self::Error>>;
-}
-
-impl<L: DeliveryLedger, D: Destinations> SqsBatchHandler for Router<L, D> {
-    type Error = RouterError;
-    fn handle_batch(
-        &self,
-        event: SqsEvent,
-        deadline: SystemTime,
-    ) -> impl Future<Output = Result<SqsBatchResponse, RouterError>> {
-        self.handle(event, deadline)
-    }
-}
-
-impl<S: FeedStore, Q: Intake> SqsBatchHandler for Feeder<S, Q> {
-    type Error = FeederError;
-    fn handle_batch(
-        &self,
-        event: SqsEvent,
-        deadline: SystemTime,
-    ) -> impl Future<Output = Result<SqsBatchResponse, FeederError>> {
-        self.handle(event, deadline)
-    }
-}
+pub use crate::batch::SqsBatchHandler;
 
 /// SQS `ReceiveMessage` results as the Lambda SQS event the router receives.
 pub fn event_from_messages(messages: &[Message], queue_arn: &str, region: &str) -> SqsEvent {
@@ -94,21 +58,22 @@ impl<H: SqsBatchHandler> Poller<'_, H> {
         let region = self.queue_arn.split(':').nth(3).unwrap_or("us-east-1");
         let event = event_from_messages(&messages, self.queue_arn, region);
         let deadline = SystemTime::now() + self.invocation_time;
-        let failed: Vec<String> = match self.handler.handle_batch(event, deadline).await {
-            Ok(resp) => resp
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect(),
-            // A failed invocation: every record comes back.
-            Err(e) => {
-                tracing::error!(error = %e, "invocation failed; the whole batch comes back");
-                messages
-                    .iter()
-                    .filter_map(|m| m.message_id.clone())
-                    .collect()
-            }
-        };
+        let failed: Vec<String> =
+            match crate::batch::handle(self.handler, event, deadline, None).await {
+                Ok(resp) => resp
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect(),
+                // A failed invocation: every record comes back.
+                Err(e) => {
+                    tracing::error!(error = %e, "invocation failed; the whole batch comes back");
+                    messages
+                        .iter()
+                        .filter_map(|m| m.message_id.clone())
+                        .collect()
+                }
+            };
         let entries: Vec<DeleteMessageBatchRequestEntry> = messages
             .iter()
             .enumerate()

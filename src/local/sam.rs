@@ -62,10 +62,11 @@ pub struct InvokeError {
 impl SqsBatchHandler for InvokedFunction {
     type Error = InvokeError;
 
-    async fn handle_batch(
+    async fn handle_with(
         &self,
         event: SqsEvent,
         _deadline: SystemTime,
+        _metrics: &crate::metrics::Metrics,
     ) -> Result<SqsBatchResponse, InvokeError> {
         let error = |reason: String| InvokeError {
             url: self.url.clone(),

@@ -4,7 +4,7 @@
 pub mod ledger;
 pub mod rules;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, warn};
@@ -50,6 +50,18 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(200);
 
 use crate::clock::epoch_ms;
 
+impl<L: DeliveryLedger, D: Destinations> crate::batch::SqsBatchHandler for Router<L, D> {
+    type Error = RouterError;
+    fn handle_with(
+        &self,
+        event: SqsEvent,
+        deadline: SystemTime,
+        metrics: &Metrics,
+    ) -> impl std::future::Future<Output = Result<SqsBatchResponse, RouterError>> {
+        Router::handle_with(self, event, deadline, metrics)
+    }
+}
+
 fn message_group(m: &SqsMessage) -> Option<&str> {
     m.attributes.get("MessageGroupId").map(String::as_str)
 }
@@ -62,10 +74,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         event: SqsEvent,
         deadline: SystemTime,
     ) -> Result<SqsBatchResponse, RouterError> {
-        let metrics = Metrics::for_invocation();
-        let result = self.handle_with(event, deadline, &metrics).await;
-        metrics.flush();
-        result
+        crate::batch::handle(self, event, deadline, None).await
     }
 
     /// [`Router::handle`], collecting metrics into `metrics`.
@@ -96,17 +105,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 .collect()
                 .await
         };
-        let mut response = SqsBatchResponse::default();
-        for id in failed {
-            match id.filter(|i| !i.is_empty()) {
-                Some(i) => {
-                    let mut f = BatchItemFailure::default();
-                    f.item_identifier = i;
-                    response.batch_item_failures.push(f);
-                }
-                None => return Err(RouterError::UnnamedFailure),
-            }
-        }
+        let response = crate::batch::failures(failed).map_err(|_| RouterError::UnnamedFailure)?;
         let to_dlq = response
             .batch_item_failures
             .iter()

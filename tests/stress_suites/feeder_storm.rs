@@ -35,21 +35,27 @@ struct Dying<'a, H> {
     deaths: AtomicUsize,
 }
 
+/// The invocation died before answering.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Died(String);
+
 impl<H: SqsBatchHandler> SqsBatchHandler for Dying<'_, H> {
-    type Error = String;
-    async fn handle_batch(
+    type Error = Died;
+    async fn handle_with(
         &self,
         event: SqsEvent,
         deadline: SystemTime,
-    ) -> Result<SqsBatchResponse, String> {
+        metrics: &clayhook::metrics::Metrics,
+    ) -> Result<SqsBatchResponse, Died> {
         let response = self
             .inner
-            .handle_batch(event, deadline)
+            .handle_with(event, deadline, metrics)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Died(e.to_string()))?;
         if self.rng.lock().expect("rng").u32(0..10) == 0 {
             self.deaths.fetch_add(1, Ordering::Relaxed);
-            return Err("the instance died before answering".into());
+            return Err(Died("the instance died before answering".into()));
         }
         Ok(response)
     }
