@@ -27,3 +27,4 @@ pub mod metrics;
 pub mod queue;
 pub mod router;
 pub mod table;
+pub mod wiring;

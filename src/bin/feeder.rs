@@ -1,10 +1,6 @@
 //! The feeder Lambda: wiring only. Intake SQS queue -> Clay table webhooks.
 
 use clayhook::config::FeederConfig;
-use clayhook::feed::clay::ClayClient;
-use clayhook::feed::dynamodb::DynamoDbFeedStore;
-use clayhook::feed::feeder::Feeder;
-use clayhook::feed::sqs::SqsIntake;
 use lambda_runtime::Error;
 
 #[tokio::main(flavor = "current_thread")]
@@ -22,15 +18,7 @@ async fn serve() -> Result<(), Error> {
     let sdk = clayhook::aws::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     clayhook::aws::warm_connections(&ddb, &config.table, None, config.warm_up).await;
-    let feeder = Feeder::new(
-        config.settings,
-        DynamoDbFeedStore::new(ddb, config.table),
-        SqsIntake {
-            client: aws_sdk_sqs::Client::new(&sdk),
-            queue_url: config.queue_url,
-            dead_letter_url: config.dead_letter_url,
-        },
-        ClayClient::new(config.connect_timeout, config.request_timeout)?,
-    );
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let feeder = clayhook::wiring::feeder(config, &ddb, &sqs)?;
     clayhook::batch::run_lambda(&feeder).await
 }

@@ -1,9 +1,7 @@
 //! The ingest Lambda: wiring only.
 
 use clayhook::config::IngestConfig;
-use clayhook::idempotency::dynamodb::DynamoDbIdempotencyStore;
-use clayhook::ingest::{Ingest, lambda::handle_request};
-use clayhook::queue::sqs::SqsLeadQueue;
+use clayhook::ingest::lambda::handle_request;
 use lambda_http::{Error, service_fn};
 
 #[tokio::main(flavor = "current_thread")]
@@ -36,11 +34,7 @@ async fn serve() -> Result<(), Error> {
         warm_up_us = (started.elapsed() - built).as_micros() as u64,
         "init timings"
     );
-    let ingest = Ingest {
-        settings: config.settings,
-        store: DynamoDbIdempotencyStore::new(ddb, config.table),
-        queue: SqsLeadQueue::new(sqs, config.queue_url),
-    };
+    let ingest = clayhook::wiring::ingest(config, &ddb, &sqs);
     let ingest = &ingest;
     lambda_http::run(service_fn(move |req| handle_request(ingest, req))).await
 }

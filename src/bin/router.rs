@@ -1,9 +1,6 @@
 //! The router Lambda: wiring only.
 
 use clayhook::config::RouterConfig;
-use clayhook::destinations::HttpDestinations;
-use clayhook::router::Router;
-use clayhook::router::ledger::DynamoDbDeliveryLedger;
 use lambda_runtime::Error;
 
 #[tokio::main(flavor = "current_thread")]
@@ -21,10 +18,6 @@ async fn serve() -> Result<(), Error> {
     let sdk = clayhook::aws::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     clayhook::aws::warm_connections(&ddb, &config.table, None, config.warm_up).await;
-    let router = Router {
-        settings: config.settings,
-        ledger: DynamoDbDeliveryLedger::new(ddb, config.table),
-        destinations: HttpDestinations::new(config.destinations, config.connect_timeout)?,
-    };
+    let router = clayhook::wiring::router(config, &ddb)?;
     clayhook::batch::run_lambda(&router).await
 }

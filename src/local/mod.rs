@@ -16,16 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Env, FeederConfig, IngestConfig, RouterConfig};
-use crate::destinations::HttpDestinations;
-use crate::feed::clay::ClayClient;
-use crate::feed::dynamodb::DynamoDbFeedStore;
-use crate::feed::feeder::Feeder;
-use crate::feed::sqs::SqsIntake;
-use crate::idempotency::dynamodb::DynamoDbIdempotencyStore;
-use crate::ingest::Ingest;
-use crate::queue::sqs::SqsLeadQueue;
 use crate::router::Router;
-use crate::router::ledger::DynamoDbDeliveryLedger;
 use printing::PrintingDestinations;
 
 pub const LOCAL_TABLE: &str = "clayhook-local";
@@ -261,19 +252,14 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
         None => None,
     };
 
-    let ingest = Arc::new(Ingest {
-        settings: ingest_config.settings,
-        store: DynamoDbIdempotencyStore::new(ddb.clone(), LOCAL_TABLE),
-        queue: SqsLeadQueue::new(sqs.clone(), &queue_url),
-    });
+    let ingest = Arc::new(crate::wiring::ingest(ingest_config, &ddb, &sqs));
+    // As in Lambda, but destinations that are not configured print what they would receive.
+    let router = crate::wiring::router(router_config, &ddb)?;
     let router = Router {
-        settings: router_config.settings,
-        ledger: DynamoDbDeliveryLedger::new(ddb.clone(), LOCAL_TABLE),
+        settings: router.settings,
+        ledger: router.ledger,
         destinations: PrintingDestinations {
-            inner: HttpDestinations::new(
-                router_config.destinations,
-                router_config.connect_timeout,
-            )?,
+            inner: router.destinations,
         },
     };
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -363,25 +349,13 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
     Ok(())
 }
 
-type LocalFeeder = Feeder<DynamoDbFeedStore, SqsIntake>;
-
 /// The feeder as its Lambda builds it, on the local table and intake queue.
 fn feeder<F: Fn(&str) -> Option<String>>(
     env: &Env<F>,
     ddb: &aws_sdk_dynamodb::Client,
     sqs: &aws_sdk_sqs::Client,
-) -> Result<LocalFeeder, LocalError> {
-    let config = FeederConfig::read(env)?;
-    Ok(Feeder::new(
-        config.settings,
-        DynamoDbFeedStore::new(ddb.clone(), config.table),
-        SqsIntake {
-            client: sqs.clone(),
-            queue_url: config.queue_url,
-            dead_letter_url: config.dead_letter_url,
-        },
-        ClayClient::new(config.connect_timeout, config.request_timeout)?,
-    ))
+) -> Result<crate::wiring::FeederFunction, LocalError> {
+    Ok(crate::wiring::feeder(FeederConfig::read(env)?, ddb, sqs)?)
 }
 
 /// Stands in for an event source mapping: receive, invoke, delete, forever.
