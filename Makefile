@@ -5,7 +5,8 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export SAM_CLI_TELEMETRY := 0
-export MOTO_SERVER := $(BIN)/moto_server
+# moto_server with atomic DynamoDB writes (scripts/moto_server says why).
+export MOTO_SERVER := $(abspath scripts/moto_server)
 # The Lambda Runtime Interface Emulator shipped inside the aws-sam-cli package.
 RIE = $(shell $(BIN)/python -c 'import samcli, os; print(os.path.join(os.path.dirname(samcli.__file__), "local/rapid/aws-lambda-rie-x86_64"))' 2>/dev/null)
 # Tests run the built functions here, on x86_64; deployments default to arm64.

@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         moto_port: u16,
         /// The moto_server executable.
-        #[arg(long, env = "MOTO_SERVER", default_value = ".venv/bin/moto_server")]
+        #[arg(long, env = "MOTO_SERVER", default_value = "scripts/moto_server")]
         moto_server: PathBuf,
     },
     /// The services `sam local` needs around SAM's containers (run by `make sam-local`):
@@ -40,7 +40,7 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         moto_port: u16,
         /// The moto_server executable.
-        #[arg(long, env = "MOTO_SERVER", default_value = ".venv/bin/moto_server")]
+        #[arg(long, env = "MOTO_SERVER", default_value = "scripts/moto_server")]
         moto_server: PathBuf,
         /// Where the destination printer listens (events/env.json: port 9000).
         #[arg(long, default_value = "0.0.0.0:9000")]

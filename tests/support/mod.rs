@@ -14,12 +14,13 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The `moto_server` executable: `$MOTO_SERVER`, else the project venv's.
+/// The moto_server to run: `$MOTO_SERVER`, else `scripts/moto_server` (moto with atomic
+/// DynamoDB writes, as the real service's are; it runs under the project venv).
 pub fn moto_path() -> PathBuf {
     if let Ok(p) = std::env::var("MOTO_SERVER") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto_server")
 }
 
 pub fn free_port() -> u16 {
