@@ -376,3 +376,6 @@ fn log_failure(
         Attempt::Delivered => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

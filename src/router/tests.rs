@@ -1,0 +1,293 @@
+//! The router's decisions with in-memory ports, no network: which records fail, what is retried
+//! within the invocation, what a redelivery sends, FIFO order, versions.
+
+use super::*;
+use crate::delivery::retry::{Attempt, RetryAfter};
+use crate::lead::Lead;
+use crate::router::ledger::{DELIVERED, DELIVERING, LedgerError, LedgerItem};
+use DestinationName::*;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+/// The ledger's contract in memory: the same `covers` decision as the DynamoDB adapter.
+#[derive(Default)]
+struct MemoryLedger {
+    items: Mutex<HashMap<(String, DestinationName), (LedgerItem, i64)>>,
+}
+
+impl DeliveryLedger for MemoryLedger {
+    async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
+        let mut items = self.items.lock().unwrap();
+        let (item, lock) = items
+            .entry((c.id.clone(), c.destination))
+            .or_insert_with(|| (LedgerItem::default(), 0));
+        if item.covers(&c.version, c.received_at_ms) {
+            return Ok(ClaimOutcome::AlreadyDelivered);
+        }
+        if item.status.as_deref() == Some(DELIVERING) && *lock >= c.now_ms {
+            return Ok(ClaimOutcome::Busy);
+        }
+        item.status = Some(DELIVERING.into());
+        *lock = c.lock_until_ms;
+        Ok(ClaimOutcome::Claimed)
+    }
+    async fn delivered(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
+        let mut items = self.items.lock().unwrap();
+        let (item, _) = items.entry((c.id.clone(), c.destination)).or_default();
+        item.status = Some(DELIVERED.into());
+        item.delivered_version = Some(c.version.clone());
+        item.delivered_received_at_ms = Some(c.received_at_ms);
+        item.delivered_at = Some(c.now_ms);
+        Ok(())
+    }
+    async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
+        let mut items = self.items.lock().unwrap();
+        let key = (c.id.clone(), c.destination);
+        if let Some((item, lock)) = items.get_mut(&key)
+            && item.status.as_deref() == Some(DELIVERING)
+            && *lock == c.lock_until_ms
+        {
+            if item.delivered_version.is_none() {
+                items.remove(&key);
+            } else {
+                item.status = Some(DELIVERED.into());
+            }
+        }
+        Ok(())
+    }
+    async fn has_delivered(
+        &self,
+        id: &str,
+        destination: DestinationName,
+        version: &str,
+        received_at_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        let items = self.items.lock().unwrap();
+        Ok(items
+            .get(&(id.to_string(), destination))
+            .is_some_and(|(i, _)| i.covers(version, received_at_ms)))
+    }
+}
+
+/// Destinations that answer from a script (then `Delivered`), recording every attempt.
+#[derive(Default)]
+struct ScriptedDestinations {
+    scripts: Mutex<HashMap<DestinationName, VecDeque<Attempt>>>,
+    calls: Mutex<Vec<(DestinationName, String)>>,
+}
+
+impl ScriptedDestinations {
+    fn script(&self, name: DestinationName, attempts: Vec<Attempt>) {
+        self.scripts.lock().unwrap().insert(name, attempts.into());
+    }
+    fn calls(&self, name: DestinationName) -> Vec<String> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+    fn total(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+impl Destinations for ScriptedDestinations {
+    fn configured(&self, _name: DestinationName) -> bool {
+        true
+    }
+    async fn deliver(&self, name: DestinationName, env: &Envelope, _timeout: Duration) -> Attempt {
+        self.calls.lock().unwrap().push((name, env.id.clone()));
+        let next = self
+            .scripts
+            .lock()
+            .unwrap()
+            .get_mut(&name)
+            .and_then(VecDeque::pop_front);
+        next.unwrap_or(Attempt::Delivered)
+    }
+}
+
+fn status(code: u16, retry_after: Option<RetryAfter>) -> Attempt {
+    Attempt::Status {
+        status: code,
+        retry_after,
+        detail: String::new(),
+    }
+}
+
+fn router() -> Router<MemoryLedger, ScriptedDestinations> {
+    Router {
+        settings: RouterSettings {
+            rules: rules::default_rules(),
+            concurrency: 10,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(5),
+            delivery_ttl_seconds: 3600,
+            max_receive_count: None,
+        },
+        ledger: MemoryLedger::default(),
+        destinations: ScriptedDestinations::default(),
+    }
+}
+
+fn envelope(name: &str, body: &str, received_s: u64) -> Envelope {
+    let lead = Lead::parse(body.as_bytes()).unwrap().0;
+    let id = crate::idempotency::sha256_hex(name.as_bytes());
+    Envelope::new(id, UNIX_EPOCH + Duration::from_secs(received_s), None, lead)
+}
+
+fn record(message_id: &str, env: &Envelope, group: Option<&str>) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(message_id.into());
+    m.body = Some(env.to_json());
+    if let Some(g) = group {
+        m.attributes.insert("MessageGroupId".into(), g.into());
+    }
+    m
+}
+
+async fn failed(
+    r: &Router<MemoryLedger, ScriptedDestinations>,
+    records: Vec<SqsMessage>,
+) -> Vec<String> {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    let deadline = SystemTime::now() + Duration::from_secs(30);
+    let response = r.handle(event, deadline).await.unwrap();
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+const HOT: &str = r#"{"email":"a@b.co","icp_score":95}"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_fails_the_record_and_the_redelivery_sends_only_what_is_owed() {
+    let r = router();
+    let env = envelope("hot", HOT, 1_000);
+    r.destinations.script(Outreach, vec![status(400, None)]);
+    assert_eq!(failed(&r, vec![record("m1", &env, None)]).await, ["m1"]);
+    for d in [Crm, Outreach, Slack, Zapier] {
+        assert_eq!(
+            r.destinations.calls(d).len(),
+            1,
+            "{d}: permanent failures are not retried"
+        );
+    }
+    assert!(failed(&r, vec![record("m1", &env, None)]).await.is_empty());
+    assert_eq!(r.destinations.calls(Outreach).len(), 2);
+    assert_eq!(
+        r.destinations.total(),
+        5,
+        "only the owed destination went out again"
+    );
+    assert!(failed(&r, vec![record("m1", &env, None)]).await.is_empty());
+    assert_eq!(r.destinations.total(), 5, "nothing is sent twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_within_the_invocation() {
+    let r = router();
+    let env = envelope("warm", r#"{"icp_score":60}"#, 1_000);
+    r.destinations.script(
+        Zapier,
+        vec![
+            status(503, None),
+            status(429, Some(RetryAfter::Seconds(2))),
+            status(500, None),
+        ],
+    );
+    assert!(failed(&r, vec![record("m1", &env, None)]).await.is_empty());
+    assert_eq!(
+        r.destinations.calls(Zapier).len(),
+        4,
+        "three failures, then delivered"
+    );
+    assert_eq!(r.destinations.calls(Nurture).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_past_the_deadline_fails_the_record_at_once() {
+    let r = router();
+    let env = envelope("warm", r#"{"icp_score":60}"#, 1_000);
+    r.destinations
+        .script(Zapier, vec![status(429, Some(RetryAfter::Seconds(600)))]);
+    let started = tokio::time::Instant::now();
+    assert_eq!(failed(&r, vec![record("m1", &env, None)]).await, ["m1"]);
+    assert_eq!(r.destinations.calls(Zapier).len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no sleeping past the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifo_groups_stop_at_their_first_failure_and_others_go_on() {
+    let r = router();
+    let first = envelope("first", r#"{"icp_score":10}"#, 1_000);
+    let second = envelope("second", r#"{"icp_score":10}"#, 1_000);
+    let other = envelope("other", r#"{"icp_score":10}"#, 1_000);
+    r.destinations.script(Zapier, vec![status(400, None)]);
+    let got = failed(
+        &r,
+        vec![
+            record("a", &first, Some("g1")),
+            record("b", &second, Some("g1")),
+            record("c", &other, Some("g2")),
+        ],
+    )
+    .await;
+    let mut got = got;
+    got.sort();
+    assert_eq!(got, ["a", "b"]);
+    let sent = r.destinations.calls(Zapier);
+    assert!(
+        sent.contains(&other.id) && !sent.contains(&second.id),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_version_is_delivered_again_and_an_older_one_never() {
+    let r = router();
+    let v1 = envelope(
+        "row",
+        r#"{"email":"a@b.co","icp_score":85,"title":"CEO"}"#,
+        1_000,
+    );
+    let v2 = envelope(
+        "row",
+        r#"{"email":"a@b.co","icp_score":85,"title":"CTO"}"#,
+        2_000,
+    );
+    assert_eq!(v1.id, v2.id);
+    assert!(failed(&r, vec![record("m1", &v1, None)]).await.is_empty());
+    assert!(failed(&r, vec![record("m2", &v2, None)]).await.is_empty());
+    assert_eq!(
+        r.destinations.calls(Crm).len(),
+        2,
+        "the update reached the CRM"
+    );
+    assert!(failed(&r, vec![record("m1", &v1, None)]).await.is_empty());
+    assert!(failed(&r, vec![record("m2", &v2, None)]).await.is_empty());
+    assert_eq!(r.destinations.calls(Crm).len(), 2, "no repeat, no rollback");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_that_is_not_an_envelope_fails_alone() {
+    let r = router();
+    let good = envelope("good", r#"{"icp_score":10}"#, 1_000);
+    let mut bad = SqsMessage::default();
+    bad.message_id = Some("bad".into());
+    bad.body = Some("{not json".into());
+    assert_eq!(
+        failed(&r, vec![bad, record("good", &good, None)]).await,
+        ["bad"]
+    );
+    assert_eq!(r.destinations.calls(Zapier), [good.id.clone()]);
+}
