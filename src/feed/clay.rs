@@ -7,6 +7,19 @@ use super::{AUTH_HEADER, ClayWebhook, Pace, may_have_counted};
 use crate::delivery::http::{rejected, send};
 use crate::delivery::retry::{Attempt, Next, RetryPolicy, classify};
 
+/// Clay's table webhooks, one POST at a time: the port the feeder and `clayhook push` send
+/// through ([`ClayClient`] over HTTP; scripted in the tests).
+pub trait ClayWebhooks: Send + Sync {
+    /// One POST of one row; any 2xx is accepted.
+    fn post(
+        &self,
+        webhook: &ClayWebhook,
+        body: &[u8],
+    ) -> impl std::future::Future<Output = Attempt> + Send;
+    /// The longest single request.
+    fn request_timeout(&self) -> Duration;
+}
+
 /// The reqwest client, built once.
 #[derive(Clone, Debug)]
 pub struct ClayClient {
@@ -42,8 +55,35 @@ impl ClayClient {
         Ok(ClayClient { client, timeout })
     }
 
-    /// One POST; any 2xx is accepted.
-    pub async fn post(&self, webhook: &ClayWebhook, body: &[u8]) -> Attempt {
+    /// [`submit`] through this client.
+    pub async fn submit<F, Fut>(
+        &self,
+        webhook: &ClayWebhook,
+        body: &[u8],
+        policy: &RetryPolicy,
+        pace: &mut Pace,
+        deadline: SystemTime,
+        more_submissions: F,
+    ) -> Submission
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        submit(
+            self,
+            webhook,
+            body,
+            policy,
+            pace,
+            deadline,
+            more_submissions,
+        )
+        .await
+    }
+}
+
+impl ClayWebhooks for ClayClient {
+    async fn post(&self, webhook: &ClayWebhook, body: &[u8]) -> Attempt {
         let mut req = self
             .client
             .post(&webhook.url)
@@ -58,67 +98,71 @@ impl ClayClient {
         }
     }
 
-    /// Posts until accepted, a permanent answer, the attempts run out, or the next wait would
-    /// pass `deadline`. Every attempt waits for its slot in `pace`.
-    ///
-    /// The caller holds one submission for the first attempt. An attempt that may have counted
-    /// (a 5xx, a timeout) used it up, so before the next one `more_submissions` must grant
-    /// another: past the limit Clay answers 200 and silently creates nothing, so a retry beyond
-    /// it would lose the row while we report it sent.
-    pub async fn submit<F, Fut>(
-        &self,
-        webhook: &ClayWebhook,
-        body: &[u8],
-        policy: &RetryPolicy,
-        pace: &mut Pace,
-        deadline: SystemTime,
-        mut more_submissions: F,
-    ) -> Submission
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let mut attempts = 0;
-        let mut counted = 0;
-        let mut reserved = 1;
-        loop {
-            pace.wait().await;
-            attempts += 1;
-            let last = self.post(webhook, body).await;
-            if may_have_counted(&last) {
-                counted += 1;
-            }
-            let now = SystemTime::now();
-            let class = classify(&last, now);
-            let next = policy.next(
-                attempts,
-                &class,
-                fastrand::f64(),
-                now,
-                deadline,
-                self.timeout.min(Duration::from_secs(1)),
-            );
-            let done = |out_of_submissions| Submission {
-                last: last.clone(),
-                attempts,
-                counted,
-                reserved,
-                out_of_submissions,
-            };
-            match next {
-                Next::RetryAfter(wait) => {
-                    if counted == reserved {
-                        if !more_submissions().await {
-                            tracing::warn!(webhook = %webhook.label, attempt = attempts, answer = ?last, "Clay did not take the row and the webhook has no submission left for a retry");
-                            return done(true);
-                        }
-                        reserved += 1;
+    fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Posts until accepted, a permanent answer, the attempts run out, or the next wait would
+/// pass `deadline`. Every attempt waits for its slot in `pace`.
+///
+/// The caller holds one submission for the first attempt. An attempt that may have counted
+/// (a 5xx, a timeout) used it up, so before the next one `more_submissions` must grant
+/// another: past the limit Clay answers 200 and silently creates nothing, so a retry beyond
+/// it would lose the row while we report it sent.
+pub async fn submit<C: ClayWebhooks, F, Fut>(
+    clay: &C,
+    webhook: &ClayWebhook,
+    body: &[u8],
+    policy: &RetryPolicy,
+    pace: &mut Pace,
+    deadline: SystemTime,
+    mut more_submissions: F,
+) -> Submission
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut attempts = 0;
+    let mut counted = 0;
+    let mut reserved = 1;
+    loop {
+        pace.wait().await;
+        attempts += 1;
+        let last = clay.post(webhook, body).await;
+        if may_have_counted(&last) {
+            counted += 1;
+        }
+        let now = SystemTime::now();
+        let class = classify(&last, now);
+        let next = policy.next(
+            attempts,
+            &class,
+            fastrand::f64(),
+            now,
+            deadline,
+            clay.request_timeout().min(Duration::from_secs(1)),
+        );
+        let done = |out_of_submissions| Submission {
+            last: last.clone(),
+            attempts,
+            counted,
+            reserved,
+            out_of_submissions,
+        };
+        match next {
+            Next::RetryAfter(wait) => {
+                if counted == reserved {
+                    if !more_submissions().await {
+                        tracing::warn!(webhook = %webhook.label, attempt = attempts, answer = ?last, "Clay did not take the row and the webhook has no submission left for a retry");
+                        return done(true);
                     }
-                    tracing::warn!(webhook = %webhook.label, attempt = attempts, wait_ms = wait.as_millis() as u64, answer = ?last, "Clay did not take the row; retrying");
-                    tokio::time::sleep(wait).await;
+                    reserved += 1;
                 }
-                Next::GiveUp(_) => return done(false),
+                tracing::warn!(webhook = %webhook.label, attempt = attempts, wait_ms = wait.as_millis() as u64, answer = ?last, "Clay did not take the row; retrying");
+                tokio::time::sleep(wait).await;
             }
+            Next::GiveUp(_) => return done(false),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, warn};
 
-use super::clay::ClayClient;
+use super::clay::{ClayClient, ClayWebhooks};
 use super::{
     BreakerPolicy, BreakerState, ClayWebhook, Pace, budget_day, prepare_raw, webhook_refused,
 };
@@ -80,11 +80,11 @@ pub struct FeederSettings {
     pub sent_ttl_seconds: i64,
 }
 
-pub struct Feeder<S, Q> {
+pub struct Feeder<S, Q, C = ClayClient> {
     pub settings: FeederSettings,
     pub store: S,
     pub intake: Q,
-    pub clay: ClayClient,
+    pub clay: C,
     /// The first webhook not known to be at its limit (saves a write per row once one is full).
     pub current: AtomicUsize,
     /// Kept across invocations: a warm instance's next batch must not send its first row sooner
@@ -92,7 +92,7 @@ pub struct Feeder<S, Q> {
     pace: tokio::sync::Mutex<Pace>,
 }
 
-impl<S: FeedStore, Q: Intake> crate::batch::SqsBatchHandler for Feeder<S, Q> {
+impl<S: FeedStore, Q: Intake, C: ClayWebhooks> crate::batch::SqsBatchHandler for Feeder<S, Q, C> {
     type Error = FeederError;
     fn handle_with(
         &self,
@@ -131,8 +131,8 @@ pub fn budget_counter(day: &str) -> String {
     crate::table::feed_budget_key(day)
 }
 
-impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
-    pub fn new(settings: FeederSettings, store: S, intake: Q, clay: ClayClient) -> Self {
+impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
+    pub fn new(settings: FeederSettings, store: S, intake: Q, clay: C) -> Self {
         Feeder {
             store,
             intake,
@@ -286,7 +286,7 @@ impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
         let counter = webhook_counter(webhook);
         let (store, limit, counter_ref) = (&self.store, self.settings.limit, counter.as_str());
         // A retry after an attempt that may have counted needs a submission of its own, taken
-        // under the same condition as the first (see `ClayClient::submit`).
+        // under the same condition as the first (see `clay::submit`).
         let more_submissions = move || async move {
             store
                 .take(counter_ref, limit, None)
@@ -296,17 +296,16 @@ impl<S: FeedStore, Q: Intake> Feeder<S, Q> {
                     false
                 })
         };
-        let sub = self
-            .clay
-            .submit(
-                webhook,
-                &body,
-                &self.settings.retry,
-                pace,
-                deadline,
-                more_submissions,
-            )
-            .await;
+        let sub = super::clay::submit(
+            &self.clay,
+            webhook,
+            &body,
+            &self.settings.retry,
+            pace,
+            deadline,
+            more_submissions,
+        )
+        .await;
         metrics.add("Retries", f64::from(sub.attempts.saturating_sub(1)), &[]);
         // Settle the webhook's count to what the attempts may have used, and the day's budget
         // (one taken up front) likewise.
@@ -423,3 +422,7 @@ fn answer(a: &Attempt) -> String {
         Attempt::Transport { detail, .. } => detail.clone(),
     }
 }
+
+#[cfg(test)]
+#[path = "feeder_tests.rs"]
+mod tests;
