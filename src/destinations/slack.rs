@@ -43,10 +43,11 @@ fn escape(text: &str, max: usize) -> String {
             '>' => "&gt;",
             _ => "",
         };
+        // UTF-16 units, as VALUE_CHARS counts them (the pieces are ASCII).
         let width = if piece.is_empty() {
-            1
+            c.len_utf16()
         } else {
-            piece.chars().count()
+            piece.len()
         };
         // Room for this piece, and for the ellipsis if more is to come.
         let reserve = usize::from(chars.peek().is_some());
@@ -155,6 +156,22 @@ mod tests {
         );
         assert_eq!(p["blocks"].as_array().unwrap().len(), 3);
         assert!(!p.to_string().contains("jane@acme.com"));
+    }
+
+    /// Characters outside the BMP count two units: 900 units hold 449 emoji and the ellipsis.
+    #[test]
+    fn escaping_counts_utf16_units() {
+        let cut = escape(&"😀".repeat(1_000), VALUE_CHARS);
+        assert!(
+            cut.encode_utf16().count() <= VALUE_CHARS,
+            "{}",
+            cut.encode_utf16().count()
+        );
+        assert_eq!(
+            cut.chars().filter(|c| *c == '😀').count(),
+            (VALUE_CHARS - 1) / 2
+        );
+        assert!(cut.ends_with('…'));
     }
 
     fn texts(p: &Value) -> Vec<(&'static str, String)> {

@@ -140,24 +140,32 @@ fn err<E: std::error::Error + 'static>(e: SdkError<E>) -> LedgerError {
 }
 
 /// Nothing delivered yet covers the claimed version: the negation of [`LedgerItem::covers`].
-const NOT_COVERED: &str = "((attribute_not_exists(#dv) AND (attribute_not_exists(#dat) OR #dat < :received)) \
-     OR (#dv <> :version AND #dr < :received))";
+macro_rules! not_covered {
+    () => {
+        "((attribute_not_exists(#dv) AND (attribute_not_exists(#dat) OR #dat < :received)) \
+         OR (#dv <> :version AND #dr < :received))"
+    };
+}
+
+/// Ours when never claimed, or when what was delivered does not cover this version and no live
+/// claim holds it (none, or one whose invocation is gone).
+const CLAIM_CONDITION: &str = concat!(
+    "attribute_not_exists(#pk) OR (#status = :delivering AND #lock < :now_ms AND ",
+    not_covered!(),
+    ") OR (#status = :delivered AND ",
+    not_covered!(),
+    ")"
+);
 
 impl DeliveryLedger for DynamoDbDeliveryLedger {
     async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
-        // Ours when never claimed, or when what was delivered does not cover this version and no
-        // live claim holds it (none, or one whose invocation is gone).
-        let condition = format!(
-            "attribute_not_exists(#pk) OR (#status = :delivering AND #lock < :now_ms AND {NOT_COVERED}) \
-             OR (#status = :delivered AND {NOT_COVERED})"
-        );
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&Self::pk(&c.id, c.destination)))
             .update_expression("SET #status = :delivering, #lock = :lock, #exp = :exp")
-            .condition_expression(condition)
+            .condition_expression(CLAIM_CONDITION)
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#lock", "lock_until")

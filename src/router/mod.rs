@@ -225,11 +225,10 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 return Ok(());
             }
             let version = envelope.lead_version();
-            let results = futures::future::join_all(
-                targets
-                    .iter()
-                    .map(|d| self.deliver_once(&envelope, &version, *d, deadline, metrics)),
-            )
+            let received_at_ms = envelope.received_at_ms();
+            let results = futures::future::join_all(targets.iter().map(|d| {
+                self.deliver_once(&envelope, (&version, received_at_ms), *d, deadline, metrics)
+            }))
             .await;
             if results.iter().all(Result::is_ok) {
                 Ok(())
@@ -245,7 +244,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
     async fn deliver_once(
         &self,
         env: &Envelope,
-        version: &str,
+        (version, received_at_ms): (&str, i64),
         dest: DestinationName,
         deadline: SystemTime,
         metrics: &Metrics,
@@ -255,7 +254,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
             id: env.id.clone(),
             destination: dest,
             version: version.to_string(),
-            received_at_ms: env.received_at_ms(),
+            received_at_ms,
             // Past the deadline this invocation is gone, and another may take over.
             lock_until_ms: epoch_ms(deadline) + 1_000,
             now_ms: epoch_ms(now),
