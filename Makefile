@@ -26,8 +26,10 @@ venv: $(VENV)/.installed
 fmt-check:
 	cargo fmt --check
 
+## Everything with the CLI, and the library and functions as the Lambda build sees them.
 clippy:
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --lib --bins --no-default-features -- -D warnings
 
 ## Unit and integration tests (debug build; the harness starts moto_server itself).
 unit: venv

@@ -6,18 +6,23 @@
   (which runs before authentication) bounds every body.
 - Every queue takes the 1 MiB messages ingest measures envelopes against (MAX_MESSAGE_BYTES), so a
   202 is never followed by a message SQS (or a redrive into a DLQ) refuses.
+- `cargo lambda build` (sam build) runs without the default `cli` feature, and that build links none of the CLI's crates.
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
 """
 
 import json
 import re
+import subprocess
 import sys
+import tomllib
 
 from cfnlint.decode import cfn_yaml
 
 SECRET_PARAM = re.compile(r"(secret|token|password|webhookurl|key$)", re.IGNORECASE)
 NOT_SECRET = {"IdempotencyKey"}
 SQS_MAX = 1048576
+# Crates only `clayhook` (the operator CLI) needs; `console` comes with indicatif.
+CLI_CRATES = {"clap", "csv", "indicatif", "console"}
 
 
 def statements(resource):
@@ -82,6 +87,16 @@ def main(path):
         if res.get("Type") == "AWS::Serverless::Function":
             ns = res["Properties"]["Environment"]["Variables"].get("METRICS_NAMESPACE")
             results.append((f"{name} emits metrics into MetricsNamespace", ns == {"Ref": "MetricsNamespace"}, ns))
+    # `sam build` runs `cargo lambda build --bin <name>`, which reads its defaults from Cargo.toml.
+    cargo = tomllib.loads(open("Cargo.toml").read())
+    lambda_build = cargo.get("package", {}).get("metadata", {}).get("lambda", {}).get("build", {})
+    results.append(("cargo lambda builds without default features", lambda_build.get("no_default_features") is True, lambda_build))
+    tree = subprocess.run(
+        ["cargo", "tree", "--no-default-features", "-e", "normal", "--prefix", "none", "--format", "{p}"],
+        capture_output=True, text=True,
+    )
+    linked = sorted({line.split()[0] for line in tree.stdout.splitlines() if line.strip()} & CLI_CRATES)
+    results.append(("the functions' build links no CLI crate", tree.returncode == 0 and not linked, linked or tree.stderr[-300:]))
     tracing = t.get("Globals", {}).get("Function", {}).get("Tracing")
     results.append(("tracing is the Tracing parameter", tracing == {"Ref": "Tracing"}, tracing))
     dash = resources.get("Dashboard", {}).get("Properties", {}).get("DashboardBody", {})

@@ -13,14 +13,17 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod destinations;
+#[cfg(feature = "cli")]
 pub mod dlq;
 pub mod dynamo;
 pub mod envelope;
+#[cfg(feature = "cli")]
 pub mod events;
 pub mod feed;
 pub mod idempotency;
 pub mod ingest;
 pub mod lead;
+#[cfg(feature = "cli")]
 pub mod local;
 pub mod logging;
 pub mod metrics;

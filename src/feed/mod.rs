@@ -8,7 +8,9 @@
 pub mod clay;
 pub mod dynamodb;
 pub mod feeder;
+#[cfg(feature = "cli")]
 pub mod journal;
+#[cfg(feature = "cli")]
 pub mod push;
 pub mod sqs;
 
