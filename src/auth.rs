@@ -51,6 +51,8 @@ pub enum SecretsError {
     EmptyKey(usize),
 }
 
+const WHSEC: &[u8] = b"whsec_";
+
 /// The rotation list: any one secret may match.
 #[derive(Clone, Debug)]
 pub struct Secrets(Vec<Secret>);
@@ -85,6 +87,22 @@ impl Secrets {
 
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// The first static token (an entry without `whsec_`), for tools that print a sample request.
+    pub fn first_static_token(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|s| !s.raw.starts_with(WHSEC))
+            .and_then(|s| std::str::from_utf8(&s.raw).ok())
+    }
+
+    /// The decoded key of the first `whsec_` entry, for tools that sign sample events.
+    pub fn first_webhook_key(&self) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|s| s.raw.starts_with(WHSEC))
+            .map(|s| s.webhook_key.as_slice())
     }
 
     pub fn is_empty(&self) -> bool {

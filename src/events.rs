@@ -1,26 +1,20 @@
 //! Helpers for the sample API Gateway events in `events/`.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use crate::auth::standard_webhooks_signature;
+use crate::auth::{Secrets, standard_webhooks_signature};
 
 /// Re-signs a Standard Webhooks event with timestamp `now` and the first `whsec_` secret of
-/// `secrets` (a `CLAY_WEBHOOK_SECRETS` list). The samples' own timestamps are outside the
+/// `secrets` (the `CLAY_WEBHOOK_SECRETS` list). The samples' own timestamps are outside the
 /// ±300 s window by the time anyone runs them.
 pub fn resign_standard_webhooks(
     event_json: &str,
-    secrets: &str,
+    secrets: &Secrets,
     now: i64,
 ) -> Result<String, String> {
     let key = secrets
-        .split(',')
-        .map(str::trim)
-        .find_map(|s| s.strip_prefix("whsec_"))
-        .and_then(|b64| STANDARD.decode(b64).ok())
-        .filter(|k| !k.is_empty())
-        .ok_or("CLAY_WEBHOOK_SECRETS holds no valid whsec_ secret")?;
+        .first_webhook_key()
+        .ok_or("CLAY_WEBHOOK_SECRETS holds no whsec_ secret")?;
     let mut event: Value =
         serde_json::from_str(event_json).map_err(|e| format!("not a JSON event: {e}"))?;
     let body = event["body"]
@@ -35,7 +29,7 @@ pub fn resign_standard_webhooks(
         .and_then(Value::as_str)
         .ok_or("the event has no webhook-id header")?
         .to_string();
-    let signature = standard_webhooks_signature(&key, &id, now, body.as_bytes());
+    let signature = standard_webhooks_signature(key, &id, now, body.as_bytes());
     headers.insert("webhook-timestamp".into(), Value::String(now.to_string()));
     headers.insert("webhook-signature".into(), Value::String(signature));
     serde_json::to_string_pretty(&event).map_err(|e| e.to_string())
@@ -52,7 +46,12 @@ mod tests {
         let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
         let event = r#"{"headers":{"webhook-id":"msg_1","webhook-timestamp":"1","webhook-signature":"v1,x"},"body":"{\"a\":1}"}"#;
         let out: Value = serde_json::from_str(
-            &resign_standard_webhooks(event, &format!("tok,{secret}"), 1_900_000_000).unwrap(),
+            &resign_standard_webhooks(
+                event,
+                &Secrets::parse(&format!("tok,{secret}")).unwrap(),
+                1_900_000_000,
+            )
+            .unwrap(),
         )
         .unwrap();
         let mut h = HeaderMap::new();
@@ -61,6 +60,7 @@ mod tests {
         }
         let secrets = Secrets::parse(secret).unwrap();
         assert!(verify(&h, b"{\"a\":1}", &secrets, 1_900_000_000, 300).is_ok());
-        assert!(resign_standard_webhooks(event, "tok", 1).is_err());
+        let tokens_only = Secrets::parse("tok").unwrap();
+        assert!(resign_standard_webhooks(event, &tokens_only, 1).is_err());
     }
 }

@@ -23,6 +23,7 @@ pub mod feed;
 pub mod idempotency;
 pub mod ingest;
 pub mod lead;
+pub mod lease;
 #[cfg(feature = "cli")]
 pub mod local;
 pub mod logging;

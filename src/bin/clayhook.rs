@@ -161,7 +161,9 @@ fn main() -> ExitCode {
 
 fn sign_event(file: &std::path::Path) -> Result<(), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let secrets = std::env::var("CLAY_WEBHOOK_SECRETS").unwrap_or_default();
+    let secrets =
+        clayhook::auth::Secrets::parse(&std::env::var("CLAY_WEBHOOK_SECRETS").unwrap_or_default())
+            .map_err(|e| e.to_string())?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

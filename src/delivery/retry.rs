@@ -1,6 +1,8 @@
 //! The one place that decides whether a delivery attempt is retried, and how long to wait:
-//! full-jitter exponential backoff, `Retry-After` honoured, never past the Lambda's deadline.
+//! full-jitter exponential backoff, `Retry-After` honoured, never past the Lambda's deadline;
+//! and the one loop ([`drive`]) that carries it out, for the router and the Clay submitter alike.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 /// What one delivery attempt came to, as the destination saw it.
@@ -64,6 +66,17 @@ pub enum Class {
     },
     /// Retrying cannot help: the record fails and, after `maxReceiveCount`, reaches the DLQ.
     Permanent,
+}
+
+impl Class {
+    /// The `Class` dimension of the failure metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Class::Success => "success",
+            Class::Permanent => "permanent",
+            Class::Transient { .. } => "transient",
+        }
+    }
 }
 
 /// Connect errors, timeouts, 408, 425, 429 and 5xx other than 501 are transient; other 4xx
@@ -160,6 +173,99 @@ impl RetryPolicy {
             return Next::GiveUp("the wait is longer than the time left");
         }
         Next::RetryAfter(wait)
+    }
+}
+
+/// One operation retried under a [`RetryPolicy`]: what an attempt does, and what happens between
+/// attempts. [`drive`] runs the loop; the router (one destination) and the Clay submitter (one
+/// row) each say only what is theirs.
+pub trait Retried: Send {
+    /// Attempt number `n` (1-based); `None` when there is no time for it (the loop stops).
+    fn attempt(&mut self, n: u32) -> impl Future<Output = Option<Attempt>> + Send;
+    /// After failed attempt `n` (classed `class`, followed by `next`): for logs and metrics.
+    fn failed(&mut self, _n: u32, _last: &Attempt, _class: &Class, _next: &Next) {}
+    /// Before waiting `wait` for attempt `n + 1`: `false` stops the loop here.
+    fn before_retry(
+        &mut self,
+        _n: u32,
+        _last: &Attempt,
+        _wait: Duration,
+    ) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
+}
+
+/// How a retried operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    /// The last attempt (`Delivered` when it succeeded); `None` when none was made.
+    pub last: Option<Attempt>,
+    pub attempts: u32,
+    /// `before_retry` stopped it.
+    pub stopped: bool,
+}
+
+impl Retries {
+    pub fn succeeded(&self) -> bool {
+        self.last == Some(Attempt::Delivered)
+    }
+}
+
+/// Attempts until one succeeds, the policy gives up, or the operation stops itself. A wait that
+/// leaves less than `attempt_time` before `deadline` is not taken (see [`RetryPolicy::next`]).
+pub async fn drive<R: Retried>(
+    op: &mut R,
+    policy: &RetryPolicy,
+    deadline: SystemTime,
+    attempt_time: Duration,
+) -> Retries {
+    let mut attempts = 0;
+    loop {
+        let Some(last) = op.attempt(attempts + 1).await else {
+            return Retries {
+                last: None,
+                attempts,
+                stopped: false,
+            };
+        };
+        attempts += 1;
+        let now = SystemTime::now();
+        let class = classify(&last, now);
+        if class == Class::Success {
+            return Retries {
+                last: Some(last),
+                attempts,
+                stopped: false,
+            };
+        }
+        let next = policy.next(
+            attempts,
+            &class,
+            fastrand::f64(),
+            now,
+            deadline,
+            attempt_time,
+        );
+        op.failed(attempts, &last, &class, &next);
+        match next {
+            Next::RetryAfter(wait) => {
+                if !op.before_retry(attempts, &last, wait).await {
+                    return Retries {
+                        last: Some(last),
+                        attempts,
+                        stopped: true,
+                    };
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Next::GiveUp(_) => {
+                return Retries {
+                    last: Some(last),
+                    attempts,
+                    stopped: false,
+                };
+            }
+        }
     }
 }
 
@@ -265,5 +371,71 @@ mod tests {
             p.next(1, &transient, 0.0, now, past, quick),
             Next::GiveUp(_)
         ));
+    }
+
+    /// Answers from a script; records what the driver asked.
+    struct Scripted {
+        answers: Vec<Option<Attempt>>,
+        failed: Vec<(u32, &'static str)>,
+        grant_retries: u32,
+        asked: Vec<u32>,
+    }
+
+    impl Retried for Scripted {
+        async fn attempt(&mut self, n: u32) -> Option<Attempt> {
+            self.asked.push(n);
+            self.answers.remove(0)
+        }
+        fn failed(&mut self, n: u32, _last: &Attempt, class: &Class, _next: &Next) {
+            self.failed.push((n, class.as_str()));
+        }
+        async fn before_retry(&mut self, _n: u32, _last: &Attempt, _wait: Duration) -> bool {
+            let granted = self.grant_retries > 0;
+            self.grant_retries = self.grant_retries.saturating_sub(1);
+            granted
+        }
+    }
+
+    fn scripted(answers: Vec<Option<Attempt>>, grant_retries: u32) -> Scripted {
+        Scripted {
+            answers,
+            failed: vec![],
+            grant_retries,
+            asked: vec![],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_driver_retries_until_success_a_permanent_answer_or_a_refusal() {
+        let policy = RetryPolicy::default();
+        let deadline = SystemTime::now() + Duration::from_secs(600);
+        let quick = Duration::from_millis(10);
+
+        let mut op = scripted(vec![Some(status(503, None)), Some(Attempt::Delivered)], 9);
+        let r = drive(&mut op, &policy, deadline, quick).await;
+        assert!(r.succeeded() && r.attempts == 2 && !r.stopped);
+        assert_eq!(op.failed, vec![(1, "transient")]);
+
+        let mut op = scripted(vec![Some(status(400, None))], 9);
+        let r = drive(&mut op, &policy, deadline, quick).await;
+        assert_eq!((r.attempts, r.stopped), (1, false));
+        assert_eq!(op.failed, vec![(1, "permanent")]);
+
+        // before_retry says no after the first retry: two attempts, stopped.
+        let mut op = scripted(vec![Some(status(503, None)); 4], 1);
+        let r = drive(&mut op, &policy, deadline, quick).await;
+        assert_eq!((r.attempts, r.stopped), (2, true));
+        assert_eq!(r.last, Some(status(503, None)));
+
+        // Attempts run out at the policy's maximum.
+        let mut op = scripted(vec![Some(status(503, None)); 4], 9);
+        let r = drive(&mut op, &policy, deadline, quick).await;
+        assert_eq!((r.attempts, r.stopped), (policy.max_attempts, false));
+        assert_eq!(op.asked, vec![1, 2, 3, 4]);
+
+        // No time for the first attempt: nothing was sent.
+        let mut op = scripted(vec![None], 9);
+        let r = drive(&mut op, &policy, deadline, quick).await;
+        assert_eq!((r.attempts, r.last), (0, None));
     }
 }

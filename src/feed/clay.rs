@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{AUTH_HEADER, ClayWebhook, Pace, may_have_counted};
 use crate::delivery::http::{rejected, send};
-use crate::delivery::retry::{Attempt, Next, RetryPolicy, classify};
+use crate::delivery::retry::{Attempt, Retried, RetryPolicy, TransportKind, drive};
 
 /// Clay's table webhooks, one POST at a time: the port the feeder and `clayhook push` send
 /// through ([`ClayClient`] over HTTP; scripted in the tests).
@@ -66,8 +66,8 @@ impl ClayClient {
         more_submissions: F,
     ) -> Submission
     where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
     {
         submit(
             self,
@@ -117,52 +117,72 @@ pub async fn submit<C: ClayWebhooks, F, Fut>(
     policy: &RetryPolicy,
     pace: &mut Pace,
     deadline: SystemTime,
-    mut more_submissions: F,
+    more_submissions: F,
 ) -> Submission
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    F: FnMut() -> Fut + Send,
+    Fut: std::future::Future<Output = bool> + Send,
 {
-    let mut attempts = 0;
-    let mut counted = 0;
-    let mut reserved = 1;
-    loop {
-        pace.wait().await;
-        attempts += 1;
-        let last = clay.post(webhook, body).await;
+    let mut row = RowAttempts {
+        clay,
+        webhook,
+        body,
+        pace,
+        counted: 0,
+        reserved: 1,
+        more_submissions,
+    };
+    let attempt_time = clay.request_timeout().min(Duration::from_secs(1));
+    let r = drive(&mut row, policy, deadline, attempt_time).await;
+    Submission {
+        // Every attempt is made (pacing waits rather than skips).
+        last: r.last.unwrap_or(Attempt::Transport {
+            kind: TransportKind::Other,
+            detail: "no attempt was made".into(),
+        }),
+        attempts: r.attempts,
+        counted: row.counted,
+        reserved: row.reserved,
+        out_of_submissions: r.stopped,
+    }
+}
+
+/// One row's attempts at one webhook: what [`drive`] retries, counting what the attempts may
+/// have used of the webhook's submissions.
+struct RowAttempts<'a, C, F> {
+    clay: &'a C,
+    webhook: &'a ClayWebhook,
+    body: &'a [u8],
+    pace: &'a mut Pace,
+    counted: u32,
+    reserved: u32,
+    more_submissions: F,
+}
+
+impl<C, F, Fut> Retried for RowAttempts<'_, C, F>
+where
+    C: ClayWebhooks,
+    F: FnMut() -> Fut + Send,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    async fn attempt(&mut self, _n: u32) -> Option<Attempt> {
+        self.pace.wait().await;
+        let last = self.clay.post(self.webhook, self.body).await;
         if may_have_counted(&last) {
-            counted += 1;
+            self.counted += 1;
         }
-        let now = SystemTime::now();
-        let class = classify(&last, now);
-        let next = policy.next(
-            attempts,
-            &class,
-            fastrand::f64(),
-            now,
-            deadline,
-            clay.request_timeout().min(Duration::from_secs(1)),
-        );
-        let done = |out_of_submissions| Submission {
-            last: last.clone(),
-            attempts,
-            counted,
-            reserved,
-            out_of_submissions,
-        };
-        match next {
-            Next::RetryAfter(wait) => {
-                if counted == reserved {
-                    if !more_submissions().await {
-                        tracing::warn!(webhook = %webhook.label, attempt = attempts, answer = ?last, "Clay did not take the row and the webhook has no submission left for a retry");
-                        return done(true);
-                    }
-                    reserved += 1;
-                }
-                tracing::warn!(webhook = %webhook.label, attempt = attempts, wait_ms = wait.as_millis() as u64, answer = ?last, "Clay did not take the row; retrying");
-                tokio::time::sleep(wait).await;
+        Some(last)
+    }
+
+    async fn before_retry(&mut self, n: u32, last: &Attempt, wait: Duration) -> bool {
+        if self.counted == self.reserved {
+            if !(self.more_submissions)().await {
+                tracing::warn!(webhook = %self.webhook.label, attempt = n, answer = ?last, "Clay did not take the row and the webhook has no submission left for a retry");
+                return false;
             }
-            Next::GiveUp(_) => return done(false),
+            self.reserved += 1;
         }
+        tracing::warn!(webhook = %self.webhook.label, attempt = n, wait_ms = wait.as_millis() as u64, answer = ?last, "Clay did not take the row; retrying");
+        true
     }
 }

@@ -4,11 +4,10 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 
 use super::BreakerState;
 use super::feeder::{FeedStore, StoreError};
-use crate::dynamo::{describe, n, s};
+use crate::dynamo::{describe, n, s, written};
 
 use crate::table::FEED_BREAKER_KEY as BREAKER_PK;
 
@@ -95,18 +94,7 @@ impl FeedStore for DynamoDbFeedStore {
                 .expression_attribute_values(":exp", n(at)),
             None => req.update_expression("ADD #count :one"),
         };
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(ctx))
-                if matches!(
-                    ctx.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(err(e)),
-        }
+        written(req.send().await).map_err(StoreError)
     }
 
     async fn add(&self, counter: &str, delta: i64) -> Result<(), StoreError> {

@@ -354,23 +354,21 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
 
     /// The first webhook with a submission left, taking that submission.
     async fn webhook(&self) -> Result<Option<&ClayWebhook>, StoreError> {
-        let hooks = &self.settings.webhooks;
-        let mut i = self.current.load(Ordering::Relaxed);
-        while let Some(w) = hooks.get(i) {
-            if self
-                .store
-                .take(&webhook_counter(w), self.settings.limit, None)
-                .await?
-            {
-                self.current.store(i, Ordering::Relaxed);
-                return Ok(Some(w));
-            }
-            if let Some(next) = hooks.get(i + 1) {
-                warn!(webhook = %w.label, limit = self.settings.limit, next = %next.label, "webhook has used its submission limit; rotating to the next");
-            }
-            i += 1;
-        }
-        Ok(None)
+        let limit = self.settings.limit;
+        let found = super::next_with_room(
+            &self.settings.webhooks,
+            self.current.load(Ordering::Relaxed),
+            |w| {
+                let counter = webhook_counter(w);
+                async move { self.store.take(&counter, limit, None).await }
+            },
+            |w, next| warn!(webhook = %w.label, limit, next = %next.label, "webhook has used its submission limit; rotating to the next"),
+        )
+        .await?;
+        Ok(found.map(|(i, w)| {
+            self.current.store(i, Ordering::Relaxed);
+            w
+        }))
     }
 
     async fn give_back(&self, counter: Option<&str>, delta: i64) {

@@ -118,6 +118,29 @@ pub fn webhooks(urls: &[String], tokens: &[String]) -> Result<Vec<ClayWebhook>, 
         .collect()
 }
 
+/// Webhook rotation, the feeder's and `clayhook push`'s: from index `from` on, the first webhook
+/// `has_room` grants (the feeder's check takes the submission too), with its index. `passed` hears
+/// of each full webhook passed over for a next one.
+pub async fn next_with_room<'w, E, Fut>(
+    webhooks: &'w [ClayWebhook],
+    from: usize,
+    mut has_room: impl FnMut(&'w ClayWebhook) -> Fut,
+    mut passed: impl FnMut(&ClayWebhook, &ClayWebhook),
+) -> Result<Option<(usize, &'w ClayWebhook)>, E>
+where
+    Fut: std::future::Future<Output = Result<bool, E>>,
+{
+    for (i, w) in webhooks.iter().enumerate().skip(from) {
+        if has_room(w).await? {
+            return Ok(Some((i, w)));
+        }
+        if let Some(next) = webhooks.get(i + 1) {
+            passed(w, next);
+        }
+    }
+    Ok(None)
+}
+
 /// Checks a rate against Clay's limit.
 pub fn rate(per_second: f64) -> Result<f64, FeedConfigError> {
     if per_second.is_finite() && per_second > 0.0 && per_second <= MAX_RATE_PER_SECOND {

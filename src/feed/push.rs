@@ -218,23 +218,28 @@ pub async fn push(opts: &PushOptions, client: &ClayClient) -> Result<PushSummary
             continue;
         }
         let webhook = loop {
-            while let Some(w) = opts.webhooks.get(current) {
-                if journal.submissions(&w.key) < opts.limit {
-                    break;
-                }
-                current += 1;
-                if let Some(next) = opts.webhooks.get(current) {
+            let Ok(found) = super::next_with_room(
+                &opts.webhooks,
+                current,
+                |w| {
+                    std::future::ready(Ok::<_, std::convert::Infallible>(
+                        journal.submissions(&w.key) < opts.limit,
+                    ))
+                },
+                |w, next| {
                     say(format!(
                         "webhook {} has used its {} submissions; going on with webhook {}",
                         w.label, opts.limit, next.label
-                    ));
-                }
-            }
-            let Some(webhook) = opts.webhooks.get(current) else {
+                    ))
+                },
+            )
+            .await;
+            let Some((index, webhook)) = found else {
                 summary.stop = Some(Stop::LimitReached { limit: opts.limit });
                 summary.not_sent = total - done as u64;
                 break None;
             };
+            current = index;
             bar.set_message(format!("webhook {}", webhook.label));
             let deadline = SystemTime::now() + Duration::from_secs(86_400);
             // Submissions this webhook has left beyond the one the first attempt uses.

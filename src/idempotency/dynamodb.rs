@@ -8,7 +8,17 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use std::collections::HashMap;
 
 use super::{Begin, Claim, IdempotencyStore, Record, Status, StoreError};
-use crate::dynamo::{delete_if_still_ours, describe, n, s};
+use crate::dynamo::{describe, n, s};
+use crate::lease::{Lease, lapsed};
+
+/// The claim on a callback while it is queued.
+const LEASE: Lease = Lease {
+    held: "IN_PROGRESS",
+    attribute: "in_progress_expires_at",
+};
+
+/// Ours when never seen, expired, or held by an invocation that is gone.
+const BEGIN_CONDITION: &str = concat!("attribute_not_exists(#pk) OR #exp < :now OR ", lapsed!());
 
 #[derive(Clone, Debug)]
 pub struct DynamoDbIdempotencyStore {
@@ -73,32 +83,29 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
         let pk = Self::pk(&claim.id);
         let mut item = HashMap::from([
             ("pk".to_string(), s(&pk)),
-            ("status".to_string(), s(Status::InProgress.as_str())),
+            ("status".to_string(), s(LEASE.held)),
             ("expires_at".to_string(), n(claim.expires_at)),
-            (
-                "in_progress_expires_at".to_string(),
-                n(claim.in_progress_expires_at),
-            ),
+            (LEASE.attribute.to_string(), n(claim.in_progress_expires_at)),
         ]);
         if let Some(h) = &claim.body_hash {
             item.insert("body_hash".to_string(), s(h));
         }
-        let result = self
+        let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(#pk) OR #exp < :now OR \
-                 (#status = :inprogress AND #ipexp < :now_ms)",
-            )
+            .condition_expression(BEGIN_CONDITION)
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#ipexp", "in_progress_expires_at")
-            .expression_attribute_values(":now", n(claim.now_s()))
-            .expression_attribute_values(":now_ms", n(claim.now_ms))
-            .expression_attribute_values(":inprogress", s(Status::InProgress.as_str()))
+            .expression_attribute_values(":now", n(claim.now_s()));
+        for (k, v) in LEASE.names() {
+            request = request.expression_attribute_names(k, v);
+        }
+        for (k, v) in LEASE.lapsed_values(claim.now_ms) {
+            request = request.expression_attribute_values(k, v);
+        }
+        let result = request
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -135,7 +142,7 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#mid", "message_id")
             .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#ipexp", "in_progress_expires_at")
+            .expression_attribute_names("#ipexp", LEASE.attribute)
             .expression_attribute_values(":done", s(Status::Completed.as_str()))
             .expression_attribute_values(":mid", s(message_id))
             .expression_attribute_values(":exp", n(expires_at))
@@ -146,16 +153,26 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
     }
 
     async fn abandon(&self, claim: &Claim) -> Result<(), StoreError> {
-        delete_if_still_ours(
-            &self.client,
-            &self.table,
-            &Self::pk(&claim.id),
-            Status::InProgress.as_str(),
-            ("in_progress_expires_at", claim.in_progress_expires_at),
-            None,
-        )
-        .await
-        .map(|_| ())
-        .map_err(StoreError::Unavailable)
+        LEASE
+            .give_up(
+                &self.client,
+                &self.table,
+                &Self::pk(&claim.id),
+                claim.in_progress_expires_at,
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(StoreError::Unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_status_reads_back_as_in_progress() {
+        assert_eq!(Status::parse(LEASE.held), Some(Status::InProgress));
     }
 }

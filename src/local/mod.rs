@@ -120,15 +120,6 @@ async fn wait_for_port(port: u16) -> Result<(), LocalError> {
     Ok(())
 }
 
-/// The first static token of the secret list, for the printed `curl`.
-fn first_token(secrets: &str) -> Option<String> {
-    secrets
-        .split(',')
-        .map(str::trim)
-        .find(|s| !s.is_empty() && !s.starts_with("whsec_"))
-        .map(str::to_string)
-}
-
 /// A queue on moto with its dead-letter queue behind it.
 #[derive(Debug, Clone)]
 pub struct LocalQueue {
@@ -245,6 +236,12 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
     ]);
     let env = Env(move |k: &str| overrides.get(k).cloned().or_else(|| std::env::var(k).ok()));
     let ingest_config = IngestConfig::read(&env)?;
+    // For the printed `curl`.
+    let sample_token = ingest_config
+        .settings
+        .secrets
+        .first_static_token()
+        .map(str::to_string);
     let router_config = RouterConfig::read(&env)?;
     // The feeder runs only when there is a Clay table to feed, as the template's FeederEnabled.
     let feeder = match env.optional("CLAY_WEBHOOK_URLS") {
@@ -287,7 +284,7 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
         ),
         None => println!("  feeder      off: set CLAY_WEBHOOK_URLS to feed a Clay table"),
     }
-    match first_token(&secrets) {
+    match sample_token {
         Some(token) => {
             println!("\nTry it (local token, not a real secret):\n");
             println!("curl -i -X POST {url} \\");

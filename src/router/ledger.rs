@@ -15,10 +15,17 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use super::rules::DestinationName;
-use crate::dynamo::{delete_if_still_ours, describe, n, s};
+use crate::dynamo::{describe, n, s};
+use crate::lease::{Lease, lapsed};
 
 pub const DELIVERING: &str = "DELIVERING";
 pub const DELIVERED: &str = "DELIVERED";
+
+/// The claim on a (lead, destination) while it is sent.
+const LEASE: Lease = Lease {
+    held: DELIVERING,
+    attribute: "lock_until",
+};
 
 /// One (lead, destination) pair and this invocation's lock on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +157,9 @@ macro_rules! not_covered {
 /// Ours when never claimed, or when what was delivered does not cover this version and no live
 /// claim holds it (none, or one whose invocation is gone).
 const CLAIM_CONDITION: &str = concat!(
-    "attribute_not_exists(#pk) OR (#status = :delivering AND #lock < :now_ms AND ",
+    "attribute_not_exists(#pk) OR (",
+    lapsed!(),
+    " AND ",
     not_covered!(),
     ") OR (#status = :delivered AND ",
     not_covered!(),
@@ -159,27 +168,30 @@ const CLAIM_CONDITION: &str = concat!(
 
 impl DeliveryLedger for DynamoDbDeliveryLedger {
     async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
-        let result = self
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&Self::pk(&c.id, c.destination)))
-            .update_expression("SET #status = :delivering, #lock = :lock, #exp = :exp")
+            .update_expression("SET #status = :held, #lease = :until, #exp = :exp")
             .condition_expression(CLAIM_CONDITION)
             .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lock", "lock_until")
             .expression_attribute_names("#exp", "expires_at")
             .expression_attribute_names("#dv", "delivered_version")
             .expression_attribute_names("#dr", "delivered_received_at_ms")
             .expression_attribute_names("#dat", "delivered_at")
-            .expression_attribute_values(":delivering", s(DELIVERING))
             .expression_attribute_values(":delivered", s(DELIVERED))
-            .expression_attribute_values(":lock", n(c.lock_until_ms))
+            .expression_attribute_values(":until", n(c.lock_until_ms))
             .expression_attribute_values(":exp", n(c.expires_at))
-            .expression_attribute_values(":now_ms", n(c.now_ms))
             .expression_attribute_values(":version", s(&c.version))
-            .expression_attribute_values(":received", n(c.received_at_ms))
+            .expression_attribute_values(":received", n(c.received_at_ms));
+        for (k, v) in LEASE.names() {
+            request = request.expression_attribute_names(k, v);
+        }
+        for (k, v) in LEASE.lapsed_values(c.now_ms) {
+            request = request.expression_attribute_values(k, v);
+        }
+        let result = request
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -212,7 +224,7 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             .expression_attribute_names("#at", "delivered_at")
             .expression_attribute_names("#dv", "delivered_version")
             .expression_attribute_names("#dr", "delivered_received_at_ms")
-            .expression_attribute_names("#lock", "lock_until")
+            .expression_attribute_names("#lock", LEASE.attribute)
             .expression_attribute_values(":delivered", s(DELIVERED))
             .expression_attribute_values(":now", n(c.now_ms))
             .expression_attribute_values(":version", s(&c.version))
@@ -247,47 +259,25 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
     async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
         let pk = Self::pk(&c.id, c.destination);
         // An item that never recorded a delivery goes (the common case: one call)...
-        let deleted = delete_if_still_ours(
-            &self.client,
-            &self.table,
-            &pk,
-            DELIVERING,
-            ("lock_until", c.lock_until_ms),
-            Some("delivered_at"),
-        )
-        .await
-        .map_err(LedgerError)?;
-        if deleted {
-            return Ok(());
+        let deleted = LEASE
+            .give_up(
+                &self.client,
+                &self.table,
+                &pk,
+                c.lock_until_ms,
+                Some("delivered_at"),
+            )
+            .await
+            .map_err(LedgerError)?;
+        if !deleted {
+            // ...one that did goes back to what it delivered, if the claim is still ours (taken
+            // over since: not ours to touch).
+            LEASE
+                .hand_back(&self.client, &self.table, &pk, c.lock_until_ms, DELIVERED)
+                .await
+                .map_err(LedgerError)?;
         }
-        // ...one that did goes back to what it delivered, if the claim is still ours.
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .update_expression("SET #status = :delivered REMOVE #lock")
-            .condition_expression("#status = :delivering AND #lock = :lock")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lock", "lock_until")
-            .expression_attribute_values(":delivering", s(DELIVERING))
-            .expression_attribute_values(":delivered", s(DELIVERED))
-            .expression_attribute_values(":lock", n(c.lock_until_ms))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Taken over since: not ours to touch.
-            Err(SdkError::ServiceError(ctx))
-                if matches!(
-                    ctx.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(err(e)),
-        }
+        Ok(())
     }
 }
 

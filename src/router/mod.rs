@@ -9,7 +9,7 @@ use futures::StreamExt;
 use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, warn};
 
-use crate::delivery::retry::{Attempt, Next, RetryPolicy, classify};
+use crate::delivery::retry::{Attempt, Class, Next, Retried, RetryPolicy, drive};
 use crate::destinations::Destinations;
 use crate::envelope::Envelope;
 use crate::metrics::Metrics;
@@ -301,50 +301,70 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         deadline: SystemTime,
         metrics: &Metrics,
     ) -> Result<(), ()> {
+        let mut attempts = DeliveryAttempts {
+            destinations: &self.destinations,
+            env,
+            dest,
+            deadline,
+            settings: &self.settings,
+            metrics,
+        };
         let policy = &self.settings.retry;
-        let mut attempt_no = 0;
-        loop {
-            attempt_no += 1;
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .saturating_sub(policy.safety_margin);
-            if left < MIN_ATTEMPT_TIME {
-                warn!(destination = %dest, "no time left for another attempt");
-                return Err(());
-            }
-            let timeout = self.settings.request_timeout.min(left);
-            let attempt = self.destinations.deliver(dest, env, timeout).await;
-            let now = SystemTime::now();
-            let class = classify(&attempt, now);
-            if class == crate::delivery::retry::Class::Success {
-                return Ok(());
-            }
-            let next = policy.next(
-                attempt_no,
-                &class,
-                fastrand::f64(),
-                now,
-                deadline,
-                MIN_ATTEMPT_TIME,
-            );
-            log_failure(dest, attempt_no, &attempt, &class, &next);
-            let class_name = match class {
-                crate::delivery::retry::Class::Permanent => "permanent",
-                _ => "transient",
-            };
-            metrics.count(
-                "DeliveryFailed",
-                &[("Destination", dest.as_str()), ("Class", class_name)],
-            );
-            match next {
-                Next::RetryAfter(wait) => {
-                    metrics.count("Retries", &[("Destination", dest.as_str())]);
-                    tokio::time::sleep(wait).await
-                }
-                Next::GiveUp(_) => return Err(()),
-            }
+        if drive(&mut attempts, policy, deadline, MIN_ATTEMPT_TIME)
+            .await
+            .succeeded()
+        {
+            Ok(())
+        } else {
+            Err(())
         }
+    }
+}
+
+/// One record's attempts at one destination: what [`drive`] retries.
+struct DeliveryAttempts<'a, D> {
+    destinations: &'a D,
+    env: &'a Envelope,
+    dest: DestinationName,
+    deadline: SystemTime,
+    settings: &'a RouterSettings,
+    metrics: &'a Metrics,
+}
+
+impl<D: Destinations> Retried for DeliveryAttempts<'_, D> {
+    async fn attempt(&mut self, _n: u32) -> Option<Attempt> {
+        let left = self
+            .deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(self.settings.retry.safety_margin);
+        if left < MIN_ATTEMPT_TIME {
+            warn!(destination = %self.dest, "no time left for another attempt");
+            return None;
+        }
+        let timeout = self.settings.request_timeout.min(left);
+        Some(
+            self.destinations
+                .deliver(self.dest, self.env, timeout)
+                .await,
+        )
+    }
+
+    fn failed(&mut self, n: u32, last: &Attempt, class: &Class, next: &Next) {
+        log_failure(self.dest, n, last, class, next);
+        self.metrics.count(
+            "DeliveryFailed",
+            &[
+                ("Destination", self.dest.as_str()),
+                ("Class", class.as_str()),
+            ],
+        );
+    }
+
+    async fn before_retry(&mut self, _n: u32, _last: &Attempt, _wait: Duration) -> bool {
+        self.metrics
+            .count("Retries", &[("Destination", self.dest.as_str())]);
+        true
     }
 }
 
@@ -352,13 +372,10 @@ fn log_failure(
     dest: DestinationName,
     attempt_no: u32,
     attempt: &Attempt,
-    class: &crate::delivery::retry::Class,
+    class: &Class,
     next: &Next,
 ) {
-    let class_name = match class {
-        crate::delivery::retry::Class::Permanent => "permanent",
-        _ => "transient",
-    };
+    let class_name = class.as_str();
     let next_text = match next {
         Next::RetryAfter(d) => format!("retry in {} ms", d.as_millis()),
         Next::GiveUp(why) => format!("giving up: {why}"),

@@ -79,7 +79,7 @@ async fn sam_built_functions_under_the_lambda_emulator() {
         if file.contains("standard-webhooks") {
             let text = clayhook::events::resign_standard_webhooks(
                 &event.to_string(),
-                &ingest_env["CLAY_WEBHOOK_SECRETS"],
+                &clayhook::auth::Secrets::parse(&ingest_env["CLAY_WEBHOOK_SECRETS"]).unwrap(),
                 now,
             )
             .unwrap();
