@@ -21,7 +21,9 @@ pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{
         Provider, TlsContext, TrustStore, rustls_provider::CryptoMode,
     };
-    let system = std::env::var("AWS_TLS_ROOTS").is_ok_and(|v| v.eq_ignore_ascii_case("system"));
+    let system = crate::config::process_env()
+        .raw("AWS_TLS_ROOTS")
+        .is_some_and(|v| v.eq_ignore_ascii_case("system"));
     let trust = if system {
         TrustStore::default()
     } else {
@@ -44,13 +46,12 @@ pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
 /// spares start-up the default provider chains (profile files, IMDS, STS clients), which cost
 /// several milliseconds of INIT and are never used in Lambda.
 pub fn loader() -> ConfigLoader {
+    let env = crate::config::process_env();
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Ok(region) = std::env::var("AWS_REGION")
-        && !region.is_empty()
-    {
+    if let Some(region) = env.optional("AWS_REGION") {
         loader = loader.region(aws_config::Region::new(region));
     }
-    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+    if env.raw("AWS_ACCESS_KEY_ID").is_some() {
         loader = loader.credentials_provider(
             aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
         );

@@ -29,13 +29,17 @@ pub fn level(aws_lambda_log_level: Option<&str>, rust_log: Option<&str>) -> Leve
 
 /// Installs the subscriber for this process (once; later calls do nothing).
 pub fn init() {
-    let env = |k: &str| std::env::var(k).ok();
-    let json = env("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let env = crate::config::process_env();
+    let json = env
+        .raw("AWS_LAMBDA_LOG_FORMAT")
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"));
     let level = level(
-        env("AWS_LAMBDA_LOG_LEVEL").as_deref(),
-        env("RUST_LOG").as_deref(),
+        env.raw("AWS_LAMBDA_LOG_LEVEL").as_deref(),
+        env.raw("RUST_LOG").as_deref(),
     );
-    let blank_endpoint = env("AWS_ENDPOINT_URL").is_some_and(|v| v.trim().is_empty());
+    let blank_endpoint = env
+        .raw("AWS_ENDPOINT_URL")
+        .is_some_and(|v| v.trim().is_empty());
     init_with(json, &directives(level, blank_endpoint), std::io::stdout);
 }
 

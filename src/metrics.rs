@@ -39,6 +39,16 @@ static TARGET: OnceLock<Target> = OnceLock::new();
 
 /// Turns metrics on for this process: `namespace` (`METRICS_NAMESPACE`; empty or `off` turns
 /// them off) and the `Function` dimension every metric carries.
+pub fn init_from_env(function: &'static str) {
+    init(
+        crate::config::process_env()
+            .raw("METRICS_NAMESPACE")
+            .as_deref(),
+        function,
+    );
+}
+
+/// [`init_from_env`] with the namespace given.
 pub fn init(namespace: Option<&str>, function: &'static str) {
     let namespace = namespace.unwrap_or(DEFAULT_NAMESPACE).trim();
     if namespace.is_empty() || namespace.eq_ignore_ascii_case("off") {

@@ -1,16 +1,18 @@
 //! The one place each function is put together from its settings and the AWS clients: the
 //! Lambda binaries and `clayhook local` build the same objects here, so they cannot drift.
 
-use crate::config::{FeederConfig, IngestConfig, RouterConfig};
 use crate::destinations::HttpDestinations;
 use crate::feed::clay::ClayClient;
+use crate::feed::config::FeederConfig;
 use crate::feed::dynamodb::DynamoDbFeedStore;
 use crate::feed::feeder::Feeder;
 use crate::feed::sqs::SqsIntake;
 use crate::idempotency::dynamodb::DynamoDbIdempotencyStore;
 use crate::ingest::Ingest;
+use crate::ingest::config::IngestConfig;
 use crate::queue::sqs::SqsLeadQueue;
 use crate::router::Router;
+use crate::router::config::RouterConfig;
 use crate::router::ledger::DynamoDbDeliveryLedger;
 
 pub type IngestFunction = Ingest<DynamoDbIdempotencyStore, SqsLeadQueue>;

@@ -161,13 +161,10 @@ fn main() -> ExitCode {
 
 fn sign_event(file: &std::path::Path) -> Result<(), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let listed = clayhook::config::process_env().raw("CLAY_WEBHOOK_SECRETS");
     let secrets =
-        clayhook::auth::Secrets::parse(&std::env::var("CLAY_WEBHOOK_SECRETS").unwrap_or_default())
-            .map_err(|e| e.to_string())?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+        clayhook::auth::Secrets::parse(&listed.unwrap_or_default()).map_err(|e| e.to_string())?;
+    let now = clayhook::clock::epoch_ms(std::time::SystemTime::now()) / 1000;
     let signed = clayhook::events::resign_standard_webhooks(&text, &secrets, now)?;
     println!("{signed}");
     Ok(())
@@ -288,13 +285,8 @@ async fn push(a: PushArgs) -> ExitCode {
 
 async fn dlq(dlq_url: String, table: String, action: DlqAction) -> Result<(), String> {
     use clayhook::dlq::{DeadLetters, MAX_MESSAGES, RedriveOutcome};
-    let rules = match std::env::var("ROUTING_RULES")
-        .ok()
-        .filter(|r| !r.trim().is_empty())
-    {
-        Some(text) => clayhook::router::rules::parse_rules(&text).map_err(|e| e.to_string())?,
-        None => clayhook::router::rules::default_rules(),
-    };
+    let rules = clayhook::router::config::routing_rules(&clayhook::config::process_env())
+        .map_err(|e| e.to_string())?;
     let sdk = clayhook::aws::sdk_config().await;
     let dead = DeadLetters {
         sqs: aws_sdk_sqs::Client::new(&sdk),

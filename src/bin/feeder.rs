@@ -1,12 +1,12 @@
 //! The feeder Lambda: wiring only. Intake SQS queue -> Clay table webhooks.
 
-use clayhook::config::FeederConfig;
+use clayhook::feed::config::FeederConfig;
 use lambda_runtime::Error;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     clayhook::logging::init();
-    clayhook::metrics::init(std::env::var("METRICS_NAMESPACE").ok().as_deref(), "feeder");
+    clayhook::metrics::init_from_env("feeder");
     clayhook::logging::exit_code(serve().await)
 }
 

@@ -1,13 +1,13 @@
 //! The ingest Lambda: wiring only.
 
-use clayhook::config::IngestConfig;
+use clayhook::ingest::config::IngestConfig;
 use clayhook::ingest::lambda::handle_request;
 use lambda_http::{Error, service_fn};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     clayhook::logging::init();
-    clayhook::metrics::init(std::env::var("METRICS_NAMESPACE").ok().as_deref(), "ingest");
+    clayhook::metrics::init_from_env("ingest");
     clayhook::logging::exit_code(serve().await)
 }
 

@@ -1,12 +1,12 @@
 //! The router Lambda: wiring only.
 
-use clayhook::config::RouterConfig;
+use clayhook::router::config::RouterConfig;
 use lambda_runtime::Error;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     clayhook::logging::init();
-    clayhook::metrics::init(std::env::var("METRICS_NAMESPACE").ok().as_deref(), "router");
+    clayhook::metrics::init_from_env("router");
     clayhook::logging::exit_code(serve().await)
 }
 

@@ -5,6 +5,27 @@
 use std::time::Duration;
 
 use super::retry::{Attempt, RetryAfter, TransportKind};
+use crate::config::{ConfigError, Env};
+
+pub const DEFAULT_HTTP_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 10_000;
+
+/// The router's and the feeder's request bounds (`HTTP_CONNECT_TIMEOUT_MS`, `HTTP_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    pub connect: Duration,
+    /// The whole request, answer included.
+    pub request: Duration,
+}
+
+impl HttpTimeouts {
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(HttpTimeouts {
+            connect: env.millis("HTTP_CONNECT_TIMEOUT_MS", DEFAULT_HTTP_CONNECT_TIMEOUT_MS)?,
+            request: env.millis("HTTP_TIMEOUT_MS", DEFAULT_HTTP_TIMEOUT_MS)?,
+        })
+    }
+}
 
 /// The client every outbound caller builds once (its connection pool shared by all requests):
 /// redirects are never followed (Standard Webhooks: a redirect is a failure).

@@ -3,6 +3,8 @@
 //! and the one loop ([`drive`]) that carries it out, for the router and the Clay submitter alike.
 
 use std::future::Future;
+
+use crate::config::{ConfigError, Env};
 use std::time::{Duration, SystemTime};
 
 /// What one delivery attempt came to, as the destination saw it.
@@ -121,6 +123,27 @@ impl Default for RetryPolicy {
             cap: Duration::from_secs(20),
             safety_margin: Duration::from_millis(500),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// `RETRY_MAX_ATTEMPTS`, `RETRY_BASE_MS` and `RETRY_CAP_MS` over the defaults (the router).
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let defaults = RetryPolicy::default();
+        Ok(RetryPolicy {
+            base: env.millis("RETRY_BASE_MS", defaults.base.as_millis() as u64)?,
+            cap: env.millis("RETRY_CAP_MS", defaults.cap.as_millis() as u64)?,
+            ..Self::read_attempts(env)?
+        })
+    }
+
+    /// The defaults with `RETRY_MAX_ATTEMPTS` only (the feeder, whose pacing spaces retries).
+    pub fn read_attempts<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let defaults = RetryPolicy::default();
+        Ok(RetryPolicy {
+            max_attempts: env.number("RETRY_MAX_ATTEMPTS", defaults.max_attempts, |v| *v > 0)?,
+            ..defaults
+        })
     }
 }
 

@@ -8,9 +8,12 @@ pub mod webhook;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::config::{ConfigError, Env};
 use crate::delivery::names::DestinationName;
 use crate::delivery::retry::{Attempt, TransportKind};
 use crate::envelope::Envelope;
+use hubspot::HubSpot;
+use webhook::{SigningKey, Webhook};
 
 /// The port the router delivers through.
 pub trait Destinations: Send + Sync {
@@ -32,7 +35,7 @@ pub enum Crm {
     Webhook(webhook::Webhook),
 }
 
-/// Every destination's settings (see `config.rs` for the variables).
+/// Every destination's settings (docs/configuration.md has their variables).
 #[derive(Clone, Default)]
 pub struct DestinationSettings {
     pub crm: Option<Crm>,
@@ -40,6 +43,40 @@ pub struct DestinationSettings {
     pub nurture: Option<webhook::Webhook>,
     pub slack: Option<slack::Slack>,
     pub zapier: Option<webhook::Webhook>,
+}
+
+impl DestinationSettings {
+    /// Each destination from its variables; a set URL must be http(s).
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let signing = match env.optional("OUTBOUND_SIGNING_SECRET") {
+            None => None,
+            Some(s) => Some(SigningKey::parse(&s).ok_or(ConfigError::Invalid {
+                var: "OUTBOUND_SIGNING_SECRET",
+                reason: "expected whsec_ followed by base64".into(),
+            })?),
+        };
+        let webhook = |var| -> Result<Option<Webhook>, ConfigError> {
+            Ok(env.url(var)?.map(|u| Webhook::new(u, signing.clone())))
+        };
+        let crm = match env.optional("HUBSPOT_ACCESS_TOKEN") {
+            Some(token) => Some(Crm::HubSpot(HubSpot::new(
+                &env.url("HUBSPOT_BASE_URL")?
+                    .unwrap_or_else(|| hubspot::DEFAULT_BASE_URL.to_string()),
+                &env.optional("HUBSPOT_UPSERT_PATH")
+                    .unwrap_or_else(|| hubspot::DEFAULT_UPSERT_PATH.to_string()),
+                token,
+                env.optional("HUBSPOT_SCORE_PROPERTY"),
+            ))),
+            None => webhook("CRM_WEBHOOK_URL")?.map(Crm::Webhook),
+        };
+        Ok(DestinationSettings {
+            crm,
+            outreach: webhook("OUTREACH_WEBHOOK_URL")?,
+            nurture: webhook("NURTURE_WEBHOOK_URL")?,
+            slack: env.url("SLACK_WEBHOOK_URL")?.map(slack::Slack::new),
+            zapier: webhook("ZAPIER_WEBHOOK_URL")?,
+        })
+    }
 }
 
 impl std::fmt::Debug for DestinationSettings {

@@ -6,6 +6,7 @@
 //! circuit breaker, and which answers count against the limit.
 
 pub mod clay;
+pub mod config;
 pub mod dynamodb;
 pub mod feeder;
 #[cfg(feature = "cli")]

@@ -1,6 +1,7 @@
 //! The ingest use case: the spec's checks in order (size → content type → authentication → JSON →
 //! idempotency → enqueue), against the two ports. The HTTP answer is decided in [`http`] only.
 
+pub mod config;
 pub mod http;
 pub mod lambda;
 
@@ -26,7 +27,7 @@ const RECURSION_LIMIT: &str = "recursion limit exceeded";
 /// How often a key that changes hands mid-write is retried (Powertools does 2 retries too).
 const MAX_CLAIM_ATTEMPTS: usize = 3;
 
-/// Ingest's settings (see `config.rs` for their environment variables).
+/// Ingest's settings (`config.rs` reads them from the environment).
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
     pub secrets: Secrets,

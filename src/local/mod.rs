@@ -15,8 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Env, FeederConfig, IngestConfig, RouterConfig};
+use crate::config::{Env, process_env};
+use crate::feed::config::FeederConfig;
+use crate::ingest::config::IngestConfig;
 use crate::router::Router;
+use crate::router::config::RouterConfig;
 use printing::PrintingDestinations;
 
 pub const LOCAL_TABLE: &str = "clayhook-local";
@@ -171,7 +174,7 @@ async fn create_queue(
             // As template.yaml: the 1 MiB ingest measures envelopes against.
             .attributes(
                 QueueAttributeName::MaximumMessageSize,
-                crate::config::DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+                crate::ingest::config::DEFAULT_MAX_MESSAGE_BYTES.to_string(),
             )
     };
     let dead_letter_url = create(dead_letter_name)
@@ -223,9 +226,9 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
     let queue_url = resources.leads.url.clone();
 
     // The user's environment, with the local resources (and a token if none is set) on top.
-    let secrets = std::env::var("CLAY_WEBHOOK_SECRETS")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
+    let process = process_env();
+    let secrets = process
+        .optional("CLAY_WEBHOOK_SECRETS")
         .unwrap_or_else(|| format!("local-{:016x}", fastrand::u64(..)));
     let overrides: HashMap<&str, String> = HashMap::from([
         ("CLAY_WEBHOOK_SECRETS", secrets.clone()),
@@ -234,7 +237,7 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
         ("FEEDER_QUEUE_URL", resources.intake.url.clone()),
         ("FEEDER_DLQ_URL", resources.intake.dead_letter_url.clone()),
     ]);
-    let env = Env(move |k: &str| overrides.get(k).cloned().or_else(|| std::env::var(k).ok()));
+    let env = Env(move |k: &str| overrides.get(k).cloned().or_else(|| (process.0)(k)));
     let ingest_config = IngestConfig::read(&env)?;
     // For the printed `curl`.
     let sample_token = ingest_config

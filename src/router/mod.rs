@@ -1,6 +1,7 @@
 //! The router use case: an SQS batch in, a partial batch response out. Each record is parsed on
 //! its own, routed by the rules, and delivered to each destination at most once per the ledger.
 
+pub mod config;
 pub mod ledger;
 pub mod rules;
 

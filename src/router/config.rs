@@ -1,0 +1,122 @@
+//! The router function's configuration (docs/configuration.md).
+
+use std::time::Duration;
+
+use super::RouterSettings;
+use super::rules::{RoutingRule, default_rules, parse_rules};
+use crate::config::{ConfigError, Env, process_env};
+use crate::delivery::http::HttpTimeouts;
+use crate::delivery::retry::RetryPolicy;
+use crate::destinations::DestinationSettings;
+
+pub const DEFAULT_ROUTER_CONCURRENCY: usize = 10;
+/// 30 days: past SQS's and the DLQ's retention, so a redrive never resends what was delivered.
+pub const DEFAULT_DELIVERY_TTL_SECONDS: i64 = 30 * 86_400;
+
+/// `ROUTING_RULES`, or the built-in rules when unset (the router's, and `clayhook dlq`'s).
+pub fn routing_rules<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Vec<RoutingRule>, ConfigError> {
+    match env.optional("ROUTING_RULES") {
+        Some(text) => parse_rules(&text).map_err(ConfigError::refused),
+        None => Ok(default_rules()),
+    }
+}
+
+/// Everything the router function needs.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub settings: RouterSettings,
+    pub table: String,
+    pub destinations: DestinationSettings,
+    pub connect_timeout: Duration,
+    /// 0 turns the warm-up off.
+    pub warm_up: Duration,
+}
+
+impl RouterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&process_env())
+    }
+
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let rules = routing_rules(env)?;
+        let destinations = DestinationSettings::read(env)?;
+        let http = HttpTimeouts::read(env)?;
+        Ok(RouterConfig {
+            settings: RouterSettings {
+                rules,
+                concurrency: env
+                    .number("ROUTER_CONCURRENCY", DEFAULT_ROUTER_CONCURRENCY, |v| *v > 0)?,
+                retry: RetryPolicy::read(env)?,
+                request_timeout: http.request,
+                delivery_ttl_seconds: env.number(
+                    "DELIVERY_TTL_SECONDS",
+                    DEFAULT_DELIVERY_TTL_SECONDS,
+                    |v| *v > 0,
+                )?,
+                max_receive_count: match env.number("MAX_RECEIVE_COUNT", 0u32, |_| true)? {
+                    0 => None,
+                    n => Some(n),
+                },
+            },
+            table: env.required("IDEMPOTENCY_TABLE")?,
+            destinations,
+            connect_timeout: http.connect,
+            warm_up: env.warm_up()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(vars: &[(&str, &str)]) -> Result<RouterConfig, ConfigError> {
+        RouterConfig::read(&crate::config::env_of(vars))
+    }
+
+    #[test]
+    fn router_needs_only_the_table() {
+        let c = router(&[("IDEMPOTENCY_TABLE", "t")]).unwrap();
+        assert_eq!(c.settings.concurrency, 10);
+        assert_eq!(c.settings.rules, default_rules());
+        assert_eq!(c.settings.retry, RetryPolicy::default());
+        let shown = format!("{:?}", c.destinations);
+        assert!(shown.contains("crm: \"none\""), "{shown}");
+        assert!(
+            router(&[])
+                .unwrap_err()
+                .to_string()
+                .contains("IDEMPOTENCY_TABLE")
+        );
+    }
+
+    #[test]
+    fn router_settings_are_checked_at_start() {
+        let t = ("IDEMPOTENCY_TABLE", "t");
+        let e = router(&[t, ("ROUTING_RULES", r#"[{"destinations":["fax"]}]"#)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ROUTING_RULES is invalid at [0].destinations[0]"),
+            "{e}"
+        );
+        let e = router(&[t, ("SLACK_WEBHOOK_URL", "hooks.slack.com/x")]).unwrap_err();
+        assert!(e.to_string().contains("SLACK_WEBHOOK_URL"), "{e}");
+        let e = router(&[t, ("OUTBOUND_SIGNING_SECRET", "plain")]).unwrap_err();
+        assert!(e.to_string().contains("OUTBOUND_SIGNING_SECRET"), "{e}");
+        let e = router(&[t, ("RETRY_CAP_MS", "0")]).unwrap_err();
+        assert!(e.to_string().contains("RETRY_CAP_MS"), "{e}");
+        let c = router(&[
+            t,
+            ("HUBSPOT_ACCESS_TOKEN", "pat-secret"),
+            ("CRM_WEBHOOK_URL", "http://x"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("hubspot") && !shown.contains("pat-secret"),
+            "{shown}"
+        );
+    }
+}
