@@ -42,7 +42,7 @@ validate: venv
 	$(BIN)/python scripts/check_template.py template.yaml
 	$(BIN)/python scripts/check_readme.py
 
-## One release build of both functions, shared by `sam build` and the end-to-end test.
+## One release build of the three functions, shared by `sam build` and the end-to-end test.
 sam-build: venv
 	sam build --parameter-overrides Architecture=$(TEST_ARCH)
 

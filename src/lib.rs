@@ -1,10 +1,11 @@
 //! clayhook: receive Clay enrichment callbacks, prove they are yours, deduplicate them, queue
 //! them on SQS and route them downstream.
 //!
-//! Pure domain modules (`auth`, `lead`, `envelope`, the decisions in `idempotency`, the rules and
-//! retry policy in `router`) know nothing of AWS. The use cases are `ingest`, `router` and
-//! `feed::feeder`; the DynamoDB, SQS and HTTP adapters sit beside their ports. The module map is
-//! in docs/architecture.md.
+//! Pure domain modules (`auth`, `lead`, `envelope`, the decisions in `idempotency`, the routing
+//! rules in `router::rules`, the retry policy in `delivery::retry`) know nothing of AWS. The use
+//! cases are `ingest`, `router` and `feed::feeder`, one Lambda function each; the DynamoDB, SQS
+//! and HTTP adapters sit beside their ports, and `wiring` puts them together. Modules behind the
+//! `cli` feature serve only the `clayhook` binary. The module map is in docs/architecture.md.
 
 pub mod auth;
 pub mod aws;
