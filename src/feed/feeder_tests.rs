@@ -241,3 +241,22 @@ async fn consecutive_failures_open_the_breaker_and_the_rest_of_the_batch_waits()
     let webhook = &f.settings.webhooks[0];
     assert!(counters[&webhook_counter(webhook)] <= 4, "{counters:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_needs_a_submission_of_its_own_and_none_is_taken_past_the_limit() {
+    // One submission per webhook: a 503 may have used hook-1's only one, so no retry goes to it.
+    let f = feeder(2, 1, None);
+    f.clay.script.lock().unwrap().push_back(status(503));
+    let row = [r#"{"n":1}"#];
+    assert_eq!(failed(&f, &row).await, ["m0"], "the row is not lost");
+    assert_eq!(posts(&f).len(), 1, "no retry past hook-1's limit");
+    // Its redelivery goes to the next webhook.
+    assert!(failed(&f, &row).await.is_empty());
+    let hooks: Vec<String> = posts(&f).into_iter().map(|(u, _)| u).collect();
+    assert_eq!(
+        hooks,
+        ["https://api.clay.com/hook-1", "https://api.clay.com/hook-2"]
+    );
+    let counters = f.store.counters.lock().unwrap().clone();
+    assert_eq!(counters[&webhook_counter(&f.settings.webhooks[0])], 1);
+}
