@@ -40,6 +40,7 @@ unit: venv
 validate: venv
 	sam validate --lint
 	$(BIN)/python scripts/check_template.py template.yaml
+	$(BIN)/python scripts/check_template.py --self-test template.yaml
 	$(BIN)/python scripts/check_readme.py
 
 ## One release build of the three functions, shared by `sam build` and the end-to-end test.

@@ -6,6 +6,12 @@
   (which runs before authentication) bounds every body.
 - Every queue takes the 1 MiB messages ingest measures envelopes against (MAX_MESSAGE_BYTES), so a
   202 is never followed by a message SQS (or a redrive into a DLQ) refuses.
+- The API is throttled (rate and burst from parameters) and writes JSON access logs; ingest's
+  concurrency is capped by a parameter.
+- Every function and the access logs have a log group kept LogRetentionDays.
+- Each function reaches only its own items in the table (dynamodb:LeadingKeys on the prefix
+  src/table.rs gives it).
+- `--self-test` breaks each of those in a copy of the template and checks that it is caught.
 - `cargo lambda build` (sam build) runs without the default `cli` feature, and that build links none of the CLI's crates.
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
 """
@@ -36,9 +42,89 @@ def statements(resource):
         yield from doc.get("Statement", []) or []
 
 
+# Which key prefix (a constant in src/table.rs) each function's items start with.
+FUNCTION_PREFIX = {"IngestFunction": "INGEST_PREFIX", "RouterFunction": "DELIVERY_PREFIX", "FeederFunction": "FEED_PREFIX"}
+
+
+def table_prefixes():
+    text = open("src/table.rs").read()
+    return dict(re.findall(r'pub const ([A-Z_]+_PREFIX): &str = "([^"]+)";', text))
+
+
+def guard_checks(t):
+    """Throttling, access logs, log retention and per-function LeadingKeys."""
+    results = []
+    resources = t["Resources"]
+    retention = {"Ref": "LogRetentionDays"}
+
+    def kept(ref):
+        name = ref.get("Ref") if isinstance(ref, dict) else None
+        if name is None and isinstance(ref, dict) and "Fn::GetAtt" in ref:
+            name = ref["Fn::GetAtt"][0]
+        group = resources.get(name or "", {})
+        return group.get("Type") == "AWS::Logs::LogGroup" and group.get("Properties", {}).get("RetentionInDays") == retention
+
+    api = resources.get("HttpApi", {}).get("Properties", {})
+    route = api.get("DefaultRouteSettings", {})
+    results.append(("the API is throttled by ApiThrottlingRateLimit and ApiThrottlingBurstLimit",
+                    route.get("ThrottlingRateLimit") == {"Ref": "ApiThrottlingRateLimit"}
+                    and route.get("ThrottlingBurstLimit") == {"Ref": "ApiThrottlingBurstLimit"}, route))
+    logs = api.get("AccessLogSettings", {})
+    try:
+        fmt = json.loads(logs.get("Format", ""))
+        json_ok = "requestId" in fmt and "status" in fmt and not any("header" in str(v).lower() for v in fmt.values())
+    except ValueError:
+        json_ok = False
+    results.append(("the API writes JSON access logs (no headers) to a kept log group",
+                    json_ok and kept(logs.get("DestinationArn")), logs))
+    cap = resources.get("IngestFunction", {}).get("Properties", {}).get("ReservedConcurrentExecutions")
+    results.append(("ingest's concurrency is capped by IngestReservedConcurrency",
+                    "IngestReservedConcurrency" in json.dumps(cap), cap))
+    prefixes = table_prefixes()
+    for name, res in resources.items():
+        if res.get("Type") == "AWS::Logs::LogGroup":
+            results.append((f"{name} keeps logs LogRetentionDays", kept({"Ref": name}), res.get("Properties")))
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        group = res["Properties"].get("LoggingConfig", {}).get("LogGroup")
+        results.append((f"{name} logs to a log group kept LogRetentionDays", kept(group), group))
+        want = prefixes.get(FUNCTION_PREFIX.get(name, ""), "?") + "*"
+        for st in statements(res):
+            actions = st.get("Action", [])
+            actions = [actions] if isinstance(actions, str) else actions
+            if any(str(a).startswith("dynamodb:") for a in actions):
+                keys = st.get("Condition", {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+                results.append((f"{name} reaches only {want} items", keys == [want], keys))
+    return results
+
+
+def self_test(path):
+    """Each guard check must catch the template broken in its way."""
+    breakages = {
+        "no throttling": lambda t: t["Resources"]["HttpApi"]["Properties"].pop("DefaultRouteSettings"),
+        "no access logs": lambda t: t["Resources"]["HttpApi"]["Properties"].pop("AccessLogSettings"),
+        "no concurrency cap": lambda t: t["Resources"]["IngestFunction"]["Properties"].pop("ReservedConcurrentExecutions"),
+        "logs kept forever": lambda t: t["Resources"]["RouterLogs"]["Properties"].pop("RetentionInDays"),
+        "no function log group": lambda t: t["Resources"]["FeederFunction"]["Properties"]["LoggingConfig"].pop("LogGroup"),
+        "router reaches every item": lambda t: [
+            st.pop("Condition") for st in statements(t["Resources"]["RouterFunction"]) if "Condition" in st],
+        "ingest reaches another prefix": lambda t: [
+            st["Condition"]["ForAllValues:StringLike"].update({"dynamodb:LeadingKeys": ["delivery#*"]})
+            for st in statements(t["Resources"]["IngestFunction"]) if "Condition" in st],
+    }
+    failed = 0
+    for label, breakage in breakages.items():
+        t = cfn_yaml.load(path)
+        breakage(t)
+        caught = [r for r in guard_checks(t) if not r[1]]
+        print(("ok   " if caught else "FAIL ") + f"self-test: {label} is caught" + (f" ({caught[0][0]})" if caught else ""))
+        failed += not caught
+    return 1 if failed else 0
+
+
 def main(path):
     t = cfn_yaml.load(path)
-    results = []
+    results = guard_checks(t)
 
     for name, res in t.get("Resources", {}).items():
         for s in statements(res):
@@ -117,4 +203,6 @@ def main(path):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "template.yaml"))
+    args = [a for a in sys.argv[1:] if a != "--self-test"]
+    path = args[0] if args else "template.yaml"
+    sys.exit(self_test(path) if "--self-test" in sys.argv else main(path))

@@ -68,9 +68,10 @@ pub fn loader() -> ConfigLoader {
 /// Opens the connections (TCP + TLS) to DynamoDB and, if given, SQS during init, so the first
 /// invocation pays no set-up that start-up could have done. Bounded by `limit`: a slow endpoint
 /// never blocks start-up, and any answer (even an error) leaves a warm connection in the pool.
+/// The DynamoDB read is of `key` in `table`, one the function may read under its policy.
 pub async fn warm_connections(
     ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
+    (table, key): (&str, &str),
     sqs: Option<(&aws_sdk_sqs::Client, &str)>,
     limit: Duration,
 ) {
@@ -82,8 +83,8 @@ pub async fn warm_connections(
             .get_item()
             .table_name(table)
             .key(
-                "pk",
-                aws_sdk_dynamodb::types::AttributeValue::S("warmup#".into()),
+                crate::table::PARTITION_KEY,
+                aws_sdk_dynamodb::types::AttributeValue::S(key.into()),
             )
             .send()
             .await;

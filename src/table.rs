@@ -14,24 +14,37 @@ pub const PARTITION_KEY: &str = "pk";
 /// Epoch seconds after which DynamoDB may delete an item.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// Each function's items start with its prefix: template.yaml limits each function's DynamoDB
+/// access to its own (`dynamodb:LeadingKeys`), and `scripts/check_template.py` checks that these
+/// are the prefixes it names.
+pub const INGEST_PREFIX: &str = "ingest#";
+pub const DELIVERY_PREFIX: &str = "delivery#";
+pub const FEED_PREFIX: &str = "feed#";
+
 /// Ingest's idempotency record of one callback.
 pub fn ingest_key(id: &str) -> String {
-    format!("ingest#{id}")
+    format!("{INGEST_PREFIX}{id}")
 }
 
 /// The router's ledger item of one (lead, destination).
 pub fn delivery_key(id: &str, destination: DestinationName) -> String {
-    format!("delivery#{id}#{destination}")
+    format!("{DELIVERY_PREFIX}{id}#{destination}")
+}
+
+/// The key a function reads at start to open its connection (never written): inside its own
+/// prefix, so the read is allowed.
+pub fn warm_up_key(prefix: &str) -> String {
+    format!("{prefix}warm-up")
 }
 
 /// The feeder's submission counter of one Clay webhook.
 pub fn feed_webhook_key(webhook_key: &str) -> String {
-    format!("feed#webhook#{webhook_key}")
+    format!("{FEED_PREFIX}webhook#{webhook_key}")
 }
 
 /// The feeder's daily budget counter.
 pub fn feed_budget_key(day: &str) -> String {
-    format!("feed#budget#{day}")
+    format!("{FEED_PREFIX}budget#{day}")
 }
 
 /// The feeder's shared circuit breaker.
@@ -39,7 +52,7 @@ pub const FEED_BREAKER_KEY: &str = "feed#breaker";
 
 /// One row Clay accepted, by its intake message id.
 pub fn feed_sent_key(message_id: &str) -> String {
-    format!("feed#sent#{message_id}")
+    format!("{FEED_PREFIX}sent#{message_id}")
 }
 
 /// Creates the table as template.yaml defines it (on-demand, `pk` a string), for the local
@@ -103,8 +116,8 @@ mod tests {
             FEED_BREAKER_KEY.to_string(),
             feed_sent_key("a"),
         ];
-        assert!(keys[0].starts_with("ingest#") && keys[1].starts_with("delivery#"));
-        assert!(keys[2..].iter().all(|k| k.starts_with("feed#")));
+        assert!(keys[0].starts_with(INGEST_PREFIX) && keys[1].starts_with(DELIVERY_PREFIX));
+        assert!(keys[2..].iter().all(|k| k.starts_with(FEED_PREFIX)));
         let distinct: std::collections::HashSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len());
     }

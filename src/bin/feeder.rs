@@ -17,7 +17,8 @@ async fn serve() -> Result<(), Error> {
     tracing::info!(webhooks = ?config.settings.webhooks, limit = config.settings.limit, "feeder configured");
     let sdk = clayhook::aws::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    clayhook::aws::warm_connections(&ddb, &config.table, None, config.warm_up).await;
+    let warm_key = clayhook::table::warm_up_key(clayhook::table::FEED_PREFIX);
+    clayhook::aws::warm_connections(&ddb, (&config.table, &warm_key), None, config.warm_up).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let feeder = clayhook::wiring::feeder(config, &ddb, &sqs)?;
     clayhook::batch::run_lambda(&feeder).await

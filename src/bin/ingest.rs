@@ -21,9 +21,10 @@ async fn serve() -> Result<(), Error> {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let built = started.elapsed();
+    let warm_key = clayhook::table::warm_up_key(clayhook::table::INGEST_PREFIX);
     clayhook::aws::warm_connections(
         &ddb,
-        &config.table,
+        (&config.table, &warm_key),
         Some((&sqs, &config.queue_url)),
         config.warm_up,
     )

@@ -17,7 +17,8 @@ async fn serve() -> Result<(), Error> {
     tracing::info!(destinations = ?config.destinations, rules = config.settings.rules.len(), "router configured");
     let sdk = clayhook::aws::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    clayhook::aws::warm_connections(&ddb, &config.table, None, config.warm_up).await;
+    let warm_key = clayhook::table::warm_up_key(clayhook::table::DELIVERY_PREFIX);
+    clayhook::aws::warm_connections(&ddb, (&config.table, &warm_key), None, config.warm_up).await;
     let router = clayhook::wiring::router(config, &ddb)?;
     clayhook::batch::run_lambda(&router).await
 }
