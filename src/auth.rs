@@ -8,13 +8,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use lambda_http::http::HeaderMap;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Header carrying either the static token or an HMAC of the body.
 pub const CLAY_SIGNATURE_HEADER: &str = "x-clay-signature";
+/// Opt-in: Unix seconds, signed with the body (`HMAC(secret, "<timestamp>.<body>")`), so a
+/// captured request stops working once it leaves the window.
+pub const CLAY_TIMESTAMP_HEADER: &str = "x-clay-timestamp";
 pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
@@ -28,8 +31,11 @@ pub const DEFAULT_TOLERANCE_SECONDS: i64 = 300;
 /// One configured secret. `Debug` never shows the value.
 #[derive(Clone)]
 pub struct Secret {
-    /// The secret exactly as configured: compared to static tokens, and the HMAC key.
+    /// The secret exactly as configured: the HMAC key.
     raw: Vec<u8>,
+    /// SHA-256 of `raw`: static tokens are compared digest to digest, so the comparison takes
+    /// the same time whatever the token's length.
+    digest: [u8; 32],
     /// The Standard Webhooks key: base64-decoded `whsec_` payload, or the raw bytes otherwise.
     webhook_key: Vec<u8>,
 }
@@ -76,6 +82,7 @@ impl Secrets {
             }
             secrets.push(Secret {
                 raw: entry.as_bytes().to_vec(),
+                digest: Sha256::digest(entry.as_bytes()).into(),
                 webhook_key,
             });
         }
@@ -115,6 +122,7 @@ impl Secrets {
 pub enum Scheme {
     StaticToken,
     Hmac,
+    TimestampedHmac,
     StandardWebhooks,
 }
 
@@ -123,6 +131,7 @@ impl Scheme {
         match self {
             Scheme::StaticToken => "static_token",
             Scheme::Hmac => "hmac",
+            Scheme::TimestampedHmac => "timestamped_hmac",
             Scheme::StandardWebhooks => "standard_webhooks",
         }
     }
@@ -135,7 +144,7 @@ pub enum AuthError {
     Missing,
     #[error("credential header is malformed")]
     Malformed,
-    #[error("webhook-timestamp is outside the allowed window")]
+    #[error("the request's timestamp is outside the allowed window")]
     StaleTimestamp,
     #[error("credentials do not match any configured secret")]
     Mismatch,
@@ -180,6 +189,12 @@ pub fn verify(
             Err(e) => note(e),
         }
     }
+    if headers.contains_key(CLAY_TIMESTAMP_HEADER) {
+        // A timestamped request is proved by its timestamped HMAC or not at all: dropping the
+        // header from a captured one cannot turn it into a plain HMAC.
+        return verify_timestamped_hmac(headers, body, secrets, now, tolerance_seconds)
+            .map(|()| Scheme::TimestampedHmac);
+    }
     for value in headers.get_all(CLAY_SIGNATURE_HEADER) {
         match header_text(value.as_bytes()).and_then(|v| verify_clay_signature(v, body, secrets)) {
             Ok(scheme) => return Ok(scheme),
@@ -210,11 +225,15 @@ fn header_text(bytes: &[u8]) -> Result<&str, AuthError> {
 }
 
 fn matches_static(token: &[u8], secrets: &Secrets) -> bool {
-    // Fold over every secret without short-circuiting so timing does not reveal which one matched.
+    // Digests of equal length, folded over every secret without short-circuiting: timing reveals
+    // neither which secret matched nor how long any of them is.
+    let presented: [u8; 32] = Sha256::digest(token).into();
     secrets
         .0
         .iter()
-        .fold(subtle::Choice::from(0), |acc, s| acc | s.raw.ct_eq(token))
+        .fold(subtle::Choice::from(0), |acc, s| {
+            acc | s.digest.ct_eq(&presented)
+        })
         .into()
 }
 
@@ -256,6 +275,61 @@ fn verify_clay_signature(value: &str, body: &[u8], secrets: &Secrets) -> Result<
     } else {
         Err(AuthError::Mismatch)
     }
+}
+
+/// `X-Clay-Timestamp: <unix seconds>` with `X-Clay-Signature: sha256=<hex>` of
+/// `"<timestamp>.<body>"`, within the tolerance both ways.
+fn verify_timestamped_hmac(
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &Secrets,
+    now: i64,
+    tolerance_seconds: i64,
+) -> Result<(), AuthError> {
+    let one = |name: &str| -> Result<&str, AuthError> {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => header_text(v.as_bytes()),
+            (None, _) => Err(AuthError::Malformed),
+            (Some(_), Some(_)) => Err(AuthError::Malformed),
+        }
+    };
+    let timestamp = parse_timestamp(one(CLAY_TIMESTAMP_HEADER)?)?;
+    if (now - timestamp).abs() > tolerance_seconds {
+        return Err(AuthError::StaleTimestamp);
+    }
+    let hex_sig = one(CLAY_SIGNATURE_HEADER)?
+        .strip_prefix("sha256=")
+        .ok_or(AuthError::Malformed)?;
+    let sig = decode_hmac_hex(hex_sig)?;
+    let mut ok = false;
+    for s in &secrets.0 {
+        if let Ok(mut mac) = HmacSha256::new_from_slice(&s.raw) {
+            mac.update(timestamp.to_string().as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            ok |= mac.verify_slice(&sig).is_ok();
+        }
+    }
+    if ok { Ok(()) } else { Err(AuthError::Mismatch) }
+}
+
+/// Unix seconds as plain digits: "1674087231abc", "+1", " 1" and floats are all refused.
+fn parse_timestamp(text: &str) -> Result<i64, AuthError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthError::Malformed);
+    }
+    text.parse().map_err(|_| AuthError::Malformed)
+}
+
+/// The `sha256=<hex>` value a timestamped request carries in `X-Clay-Signature` (for senders,
+/// tests and tools).
+pub fn timestamped_hmac_hex(key: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 fn decode_hmac_hex(hex_sig: &str) -> Result<Vec<u8>, AuthError> {
@@ -316,11 +390,7 @@ fn verify_standard_webhooks(
     let id = one(WEBHOOK_ID_HEADER)?;
     let timestamp_text = one(WEBHOOK_TIMESTAMP_HEADER)?;
     let signatures = one(WEBHOOK_SIGNATURE_HEADER)?;
-    // Strict digits only: "1674087231abc", "+1", " 1" and floats are all refused.
-    if timestamp_text.is_empty() || !timestamp_text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AuthError::Malformed);
-    }
-    let timestamp: i64 = timestamp_text.parse().map_err(|_| AuthError::Malformed)?;
+    let timestamp = parse_timestamp(timestamp_text)?;
     if (now - timestamp).abs() > tolerance_seconds {
         return Err(AuthError::StaleTimestamp);
     }
@@ -458,6 +528,86 @@ mod tests {
                 assert_eq!(got, Err(AuthError::StaleTimestamp), "offset {offset}");
             }
         }
+    }
+
+    fn timestamped(ts: &str, sig: &str) -> HeaderMap {
+        headers(&[
+            ("x-clay-timestamp", ts.as_bytes()),
+            ("x-clay-signature", sig.as_bytes()),
+        ])
+    }
+
+    #[test]
+    fn timestamped_hmac_holds_only_inside_the_window() {
+        for (offset, want) in [
+            (-301, Err(AuthError::StaleTimestamp)),
+            (-300, Ok(Scheme::TimestampedHmac)),
+            (0, Ok(Scheme::TimestampedHmac)),
+            (300, Ok(Scheme::TimestampedHmac)),
+            (301, Err(AuthError::StaleTimestamp)),
+        ] {
+            let ts = VECTOR_TS + offset;
+            let sig = timestamped_hmac_hex(TOKEN.as_bytes(), ts, VECTOR_BODY);
+            assert_eq!(
+                check(&timestamped(&ts.to_string(), &sig), VECTOR_BODY),
+                want,
+                "offset {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamped_hmac_signs_the_timestamp_and_cannot_be_downgraded() {
+        let ts = VECTOR_TS.to_string();
+        let sig = timestamped_hmac_hex(TOKEN.as_bytes(), VECTOR_TS, VECTOR_BODY);
+        // Another timestamp, another body: refused.
+        let moved = timestamped(&(VECTOR_TS + 1).to_string(), &sig);
+        assert_eq!(check(&moved, VECTOR_BODY), Err(AuthError::Mismatch));
+        assert_eq!(
+            check(&timestamped(&ts, &sig), b"{}"),
+            Err(AuthError::Mismatch)
+        );
+        // The same signature without its timestamp is not an HMAC of the body.
+        let stripped = headers(&[("x-clay-signature", sig.as_bytes())]);
+        assert_eq!(check(&stripped, VECTOR_BODY), Err(AuthError::Mismatch));
+        // With a timestamp, a static token or a plain body HMAC does not pass.
+        let plain = format!("sha256={}", hmac_hex(TOKEN.as_bytes(), VECTOR_BODY));
+        for value in [TOKEN, plain.as_str()] {
+            assert!(
+                check(&timestamped(&ts, value), VECTOR_BODY).is_err(),
+                "{value}"
+            );
+        }
+        // Malformed timestamps and doubled headers.
+        for bad in ["", "12a", "+1649367553", "1649367553.0"] {
+            assert_eq!(
+                check(&timestamped(bad, &sig), VECTOR_BODY),
+                Err(AuthError::Malformed),
+                "{bad:?}"
+            );
+        }
+        let mut doubled = timestamped(&ts, &sig);
+        doubled.append("x-clay-timestamp", HeaderValue::from_static("1"));
+        assert_eq!(check(&doubled, VECTOR_BODY), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn static_tokens_are_compared_as_digests_of_one_length() {
+        let s = secrets();
+        assert!(
+            s.0.iter()
+                .all(|x| x.digest == <[u8; 32]>::from(Sha256::digest(&x.raw)))
+        );
+        // Prefixes, extensions and other lengths all fail the same way.
+        for t in [
+            "s3cr3t",
+            "s3cr3t-token-for-tests-and-more",
+            "x",
+            &"a".repeat(4000),
+        ] {
+            assert!(!matches_static(t.as_bytes(), &s), "{t}");
+        }
+        assert!(matches_static(TOKEN.as_bytes(), &s));
     }
 
     #[test]

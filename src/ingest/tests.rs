@@ -291,3 +291,25 @@ fn routes() {
     ));
     assert!(matches!(route_source("/"), Err(IngestError::NotFound)));
 }
+
+#[tokio::test]
+async fn a_timestamped_request_is_accepted_in_its_window_and_refused_after() {
+    let i = ingest(MemoryStore::default(), MemoryQueue::default());
+    let body = br#"{"email":"a@b.co"}"#;
+    let signed = |ts: u64| {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        let sig = crate::auth::timestamped_hmac_hex(TOKEN.as_bytes(), ts as i64, body);
+        h.insert("x-clay-signature", HeaderValue::from_str(&sig).unwrap());
+        h.insert("x-clay-timestamp", HeaderValue::from(ts));
+        h
+    };
+    let r = call(&i, &signed(T0 - 10), body, None).await;
+    assert!(matches!(r, Ok(Outcome::Accepted { .. })), "{r:?}");
+    // The same request captured and replayed ten minutes later.
+    let r = call(&i, &signed(T0 - 600), body, None).await;
+    assert!(
+        matches!(r, Err(IngestError::Unauthorized(AuthError::StaleTimestamp))),
+        "{r:?}"
+    );
+}
