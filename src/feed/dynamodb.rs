@@ -3,10 +3,14 @@
 //! (`feed#breaker`), and one `feed#sent#<message id>` item per row Clay accepted.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use std::collections::HashMap;
 
-use super::BreakerState;
 use super::feeder::{FeedStore, StoreError};
+use super::{BreakerPolicy, BreakerState};
 use crate::dynamo::{describe, n, s, written};
 
 use crate::table::FEED_BREAKER_KEY as BREAKER_PK;
@@ -30,10 +34,47 @@ fn err<E: std::error::Error + 'static>(e: SdkError<E>) -> StoreError {
     StoreError(describe(e))
 }
 
-fn number(
-    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-    name: &str,
-) -> i64 {
+/// The breaker item: `failures` and `open_until` (epoch ms).
+fn breaker_of(item: &HashMap<String, AttributeValue>) -> BreakerState {
+    BreakerState {
+        consecutive_failures: number(item, "failures").clamp(0, i64::from(u32::MAX)) as u32,
+        open_until_ms: number(item, "open_until"),
+    }
+}
+
+/// The breaker after a conditional update: the new state, or (the condition did not hold)
+/// the state another instance left.
+fn settled(
+    result: Result<UpdateItemOutput, SdkError<UpdateItemError>>,
+) -> Result<BreakerState, StoreError> {
+    match result {
+        Ok(out) => Ok(out.attributes.as_ref().map(breaker_of).unwrap_or_default()),
+        Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
+            UpdateItemError::ConditionalCheckFailedException(e) => {
+                Ok(e.item().map(breaker_of).unwrap_or_default())
+            }
+            other => Err(StoreError(DisplayErrorContext(&other).to_string())),
+        },
+        Err(e) => Err(err(e)),
+    }
+}
+
+impl DynamoDbFeedStore {
+    /// An update of the breaker item returning its new state (or, when a condition fails,
+    /// the state that stopped it). `#f` is `failures`, `#o` `open_until`, named by each caller
+    /// that uses them (DynamoDB refuses names an expression does not use).
+    fn breaker_update(&self, expression: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(BREAKER_PK))
+            .update_expression(expression)
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|t| t.parse().ok())
@@ -51,25 +92,72 @@ impl FeedStore for DynamoDbFeedStore {
             .send()
             .await
             .map_err(err)?;
-        Ok(out
-            .item
-            .map_or_else(BreakerState::default, |i| BreakerState {
-                consecutive_failures: number(&i, "failures").clamp(0, i64::from(u32::MAX)) as u32,
-                open_until_ms: number(&i, "open_until"),
-            }))
+        Ok(out.item.as_ref().map(breaker_of).unwrap_or_default())
     }
 
-    async fn save_breaker(&self, b: BreakerState) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(BREAKER_PK))
-            .item("failures", n(i64::from(b.consecutive_failures)))
-            .item("open_until", n(b.open_until_ms))
+    async fn breaker_failed(
+        &self,
+        policy: &BreakerPolicy,
+        now_ms: i64,
+    ) -> Result<BreakerState, StoreError> {
+        let counted = self
+            .breaker_update("ADD #f :one")
+            .expression_attribute_names("#f", "failures")
+            .expression_attribute_values(":one", n(1))
             .send()
             .await
             .map_err(err)?;
-        Ok(())
+        let after = counted
+            .attributes
+            .as_ref()
+            .map(breaker_of)
+            .unwrap_or_default();
+        let threshold = policy.threshold.max(1);
+        if after.consecutive_failures < threshold {
+            return Ok(after);
+        }
+        // At the threshold: open for the cooldown, one failure short of it (half-open). Only one
+        // of several instances counting at once opens it; the others get its state back.
+        let until = now_ms + policy.cooldown.as_millis() as i64;
+        settled(
+            self.breaker_update("SET #f = :half, #o = :until")
+                .expression_attribute_names("#f", "failures")
+                .expression_attribute_names("#o", "open_until")
+                .condition_expression(
+                    "#f >= :threshold AND (attribute_not_exists(#o) OR #o < :until)",
+                )
+                .expression_attribute_values(":half", n(i64::from(threshold - 1)))
+                .expression_attribute_values(":threshold", n(i64::from(threshold)))
+                .expression_attribute_values(":until", n(until))
+                .send()
+                .await,
+        )
+    }
+
+    async fn breaker_succeeded(&self, now_ms: i64) -> Result<BreakerState, StoreError> {
+        // Closed only if not open now: an instance that opened it since keeps it open.
+        settled(
+            self.breaker_update("SET #f = :zero, #o = :zero")
+                .expression_attribute_names("#f", "failures")
+                .expression_attribute_names("#o", "open_until")
+                .condition_expression("attribute_not_exists(#o) OR #o <= :now")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":now", n(now_ms))
+                .send()
+                .await,
+        )
+    }
+
+    async fn breaker_open_until(&self, until_ms: i64) -> Result<BreakerState, StoreError> {
+        // Only ever extended.
+        settled(
+            self.breaker_update("SET #o = :until")
+                .expression_attribute_names("#o", "open_until")
+                .condition_expression("attribute_not_exists(#o) OR #o < :until")
+                .expression_attribute_values(":until", n(until_ms))
+                .send()
+                .await,
+        )
     }
 
     async fn take(

@@ -29,7 +29,22 @@ pub struct StoreError(pub String);
 /// The feeder's state in the table: counters, the breaker, rows already sent.
 pub trait FeedStore: Send + Sync {
     fn breaker(&self) -> impl Future<Output = Result<BreakerState, StoreError>> + Send;
-    fn save_breaker(&self, s: BreakerState) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// [`BreakerState::after_failure`], applied atomically; the state after.
+    fn breaker_failed(
+        &self,
+        policy: &BreakerPolicy,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<BreakerState, StoreError>> + Send;
+    /// [`BreakerState::after_success`], applied atomically; the state after.
+    fn breaker_succeeded(
+        &self,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<BreakerState, StoreError>> + Send;
+    /// [`BreakerState::open_until`], applied atomically; the state after.
+    fn breaker_open_until(
+        &self,
+        until_ms: i64,
+    ) -> impl Future<Output = Result<BreakerState, StoreError>> + Send;
     /// Adds one to `counter` if it is below `limit`; `false` when the limit is reached.
     fn take(
         &self,
@@ -252,8 +267,11 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
                     Ok(true) => Some(counter),
                     Ok(false) => {
                         warn!(budget = limit, day = %day, "daily submission budget spent; records wait until the next UTC day");
-                        *breaker = breaker.open_until(ends_ms);
-                        self.save(*breaker).await;
+                        *breaker = self
+                            .breaker_moved(breaker.open_until(ends_ms), || {
+                                self.store.breaker_open_until(ends_ms)
+                            })
+                            .await;
                         return Fate::Wait;
                     }
                     Err(e) => {
@@ -272,9 +290,12 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
                     "every Clay webhook has used its submission limit: create a new webhook source in Clay and add its URL to CLAY_WEBHOOK_URLS; records wait on the queue"
                 );
                 self.give_back(budget.as_deref(), -1).await;
-                *breaker = breaker
-                    .open_until(epoch_ms(now) + self.settings.breaker.cooldown.as_millis() as i64);
-                self.save(*breaker).await;
+                let until = epoch_ms(now) + self.settings.breaker.cooldown.as_millis() as i64;
+                *breaker = self
+                    .breaker_moved(breaker.open_until(until), || {
+                        self.store.breaker_open_until(until)
+                    })
+                    .await;
                 return Fate::Wait;
             }
             Err(e) => {
@@ -322,8 +343,12 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
             info!(webhook = %webhook.label, attempts = sub.attempts, "row sent to Clay");
             self.handled(id).await;
             if *breaker != BreakerState::default() {
-                *breaker = breaker.after_success();
-                self.save(*breaker).await;
+                let now = epoch_ms(SystemTime::now());
+                *breaker = self
+                    .breaker_moved(breaker.after_success(now), || {
+                        self.store.breaker_succeeded(now)
+                    })
+                    .await;
             }
             return Fate::Done;
         }
@@ -341,8 +366,12 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
             // Clay is up and refused this row (400, 413, ...): retrying cannot help.
             return self.dead_letter(record, &answer(&sub.last), metrics).await;
         }
-        *breaker = breaker.after_failure(&self.settings.breaker, epoch_ms(SystemTime::now()));
-        self.save(*breaker).await;
+        let (policy, now) = (&self.settings.breaker, epoch_ms(SystemTime::now()));
+        *breaker = self
+            .breaker_moved(breaker.after_failure(policy, now), || {
+                self.store.breaker_failed(policy, now)
+            })
+            .await;
         if breaker.is_open(epoch_ms(SystemTime::now())) {
             error!(webhook = %webhook.label, answer = %answer(&sub.last), threshold = self.settings.breaker.threshold, "circuit breaker opened after consecutive failures");
             Fate::Wait
@@ -379,9 +408,19 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
         }
     }
 
-    async fn save(&self, b: BreakerState) {
-        if let Err(e) = self.store.save_breaker(b).await {
-            warn!(error = %e, "circuit breaker state not saved");
+    /// The breaker after a transition the store applies (what every instance now sees); when
+    /// the store cannot be reached, `local` (this instance's view) until it can.
+    async fn breaker_moved<F, Fut>(&self, local: BreakerState, apply: F) -> BreakerState
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<BreakerState, StoreError>>,
+    {
+        match apply().await {
+            Ok(shared) => shared,
+            Err(e) => {
+                warn!(error = %e, "circuit breaker state not saved");
+                local
+            }
         }
     }
 

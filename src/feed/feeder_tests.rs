@@ -18,9 +18,24 @@ impl FeedStore for MemoryStore {
     async fn breaker(&self) -> Result<BreakerState, StoreError> {
         Ok(*self.breaker.lock().unwrap())
     }
-    async fn save_breaker(&self, s: BreakerState) -> Result<(), StoreError> {
-        *self.breaker.lock().unwrap() = s;
-        Ok(())
+    async fn breaker_failed(
+        &self,
+        policy: &BreakerPolicy,
+        now_ms: i64,
+    ) -> Result<BreakerState, StoreError> {
+        let mut b = self.breaker.lock().unwrap();
+        *b = b.after_failure(policy, now_ms);
+        Ok(*b)
+    }
+    async fn breaker_succeeded(&self, now_ms: i64) -> Result<BreakerState, StoreError> {
+        let mut b = self.breaker.lock().unwrap();
+        *b = b.after_success(now_ms);
+        Ok(*b)
+    }
+    async fn breaker_open_until(&self, until_ms: i64) -> Result<BreakerState, StoreError> {
+        let mut b = self.breaker.lock().unwrap();
+        *b = b.open_until(until_ms);
+        Ok(*b)
     }
     async fn take(&self, counter: &str, limit: u64, _exp: Option<i64>) -> Result<bool, StoreError> {
         let mut counters = self.counters.lock().unwrap();

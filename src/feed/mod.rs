@@ -252,7 +252,9 @@ impl Pace {
     }
 }
 
-/// The feeder's circuit breaker, kept in the table so every invocation sees it.
+/// The feeder's circuit breaker, kept in the table so every invocation sees it. Each transition
+/// below is applied atomically by the store (`FeedStore::breaker_*`), so no instance undoes
+/// another's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BreakerState {
     pub consecutive_failures: u32,
@@ -272,8 +274,15 @@ impl BreakerState {
         self.open_until_ms > now_ms
     }
 
-    pub fn after_success(self) -> BreakerState {
-        BreakerState::default()
+    /// A row Clay took: the failures are forgotten and a breaker whose time has passed closes
+    /// (the half-open probe succeeded). One still open stays open: another instance opened it
+    /// after this row was sent, and a success from before must not undo that.
+    pub fn after_success(self, now_ms: i64) -> BreakerState {
+        if self.is_open(now_ms) {
+            self
+        } else {
+            BreakerState::default()
+        }
     }
 
     /// One more failure; at the threshold the breaker opens for the cooldown, one short of the
@@ -284,7 +293,10 @@ impl BreakerState {
         if failures >= threshold {
             BreakerState {
                 consecutive_failures: threshold - 1,
-                open_until_ms: now_ms + policy.cooldown.as_millis() as i64,
+                // Never shorter than a hold already in place (a spent budget, a Retry-After).
+                open_until_ms: self
+                    .open_until_ms
+                    .max(now_ms + policy.cooldown.as_millis() as i64),
             }
         } else {
             BreakerState {
@@ -438,7 +450,12 @@ mod tests {
         // Half-open: after the cooldown one more failure opens it again.
         let again = s.after_failure(&policy, 61_000);
         assert!(again.is_open(61_000) && !again.is_open(121_000));
-        assert_eq!(s.after_success(), BreakerState::default());
+        assert_eq!(s.after_success(61_000), BreakerState::default());
+        assert_eq!(
+            s.after_success(60_999),
+            s,
+            "a success never closes an open breaker early"
+        );
         assert_eq!(
             BreakerState::default()
                 .open_until(5)

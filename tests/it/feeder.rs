@@ -433,3 +433,42 @@ async fn back_to_back_batches_on_one_instance_keep_the_rate() {
         assert!(gap >= Duration::from_millis(190), "{gap:?} between rows");
     }
 }
+
+/// Two feeder instances on one breaker item: each transition is atomic, so concurrent failures
+/// open it once, a success from before never closes what the other opened, and only a probe
+/// after the cooldown closes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_share_one_breaker_and_never_undo_each_others_transitions() {
+    use clayhook::feed::feeder::FeedStore;
+    let aws = Aws::fresh().await;
+    let a = DynamoDbFeedStore::new(aws.ddb.clone(), aws.table.clone());
+    let b = DynamoDbFeedStore::new(aws.ddb.clone(), aws.table.clone());
+    let policy = BreakerPolicy {
+        threshold: 5,
+        cooldown: Duration::from_secs(300),
+    };
+    let now = 1_000_000;
+    // Ten failures at once from two instances: the breaker opens, for one cooldown.
+    let failures = (0..10).map(|i| {
+        let store = if i % 2 == 0 { &a } else { &b };
+        store.breaker_failed(&policy, now)
+    });
+    let states = futures::future::join_all(failures).await;
+    assert!(states.iter().all(|s| s.is_ok()), "{states:?}");
+    let shared = a.breaker().await.unwrap();
+    assert!(shared.is_open(now), "{shared:?}");
+    assert_eq!(shared.open_until_ms, now + 300_000);
+    // B's row sent before A opened it comes back accepted: the breaker stays open.
+    let after = b.breaker_succeeded(now + 1).await.unwrap();
+    assert!(after.is_open(now + 1), "{after:?}");
+    assert_eq!(a.breaker().await.unwrap(), after);
+    // A hold is only ever extended (a spent budget until midnight), never shortened.
+    let held = b.breaker_open_until(now + 900_000).await.unwrap();
+    assert_eq!(held.open_until_ms, now + 900_000);
+    let kept = a.breaker_open_until(now + 10).await.unwrap();
+    assert_eq!(kept.open_until_ms, now + 900_000);
+    // After the hold, one probe decides: a success closes it for everyone.
+    let closed = a.breaker_succeeded(now + 900_000).await.unwrap();
+    assert_eq!(closed, clayhook::feed::BreakerState::default());
+    assert_eq!(b.breaker().await.unwrap(), closed);
+}
