@@ -23,13 +23,20 @@ $(VENV)/.installed: requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+## checkov apart: its pins would fight aws-sam-cli's.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
 fmt-check:
 	cargo fmt --check
 
 ## Everything with the CLI, and the library and functions as the Lambda build sees them.
 clippy:
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --lib --bins --no-default-features -- -D warnings
+	cargo clippy --all-targets --no-default-features -- -D warnings
 
 ## Unit and integration tests (debug build; the harness starts moto_server itself).
 unit: venv
@@ -37,11 +44,12 @@ unit: venv
 	cargo test --all-targets
 	$(BIN)/python scripts/check_logs.py --json target/test-logs
 
-validate: venv
+validate: venv $(CHECKOV_VENV)/.installed
 	sam validate --lint
 	$(BIN)/python scripts/check_template.py template.yaml
 	$(BIN)/python scripts/check_template.py --self-test template.yaml
 	$(BIN)/python scripts/check_readme.py
+	$(BIN)/python scripts/check_checkov.py $(abspath $(CHECKOV_VENV))/bin/checkov template.yaml
 
 ## One release build of the three functions, shared by `sam build` and the end-to-end test.
 sam-build: venv
@@ -94,4 +102,4 @@ sam-local-test: venv sam-build
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .aws-sam
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam

@@ -189,9 +189,10 @@ struct PushArgs {
     /// Submissions per webhook before rotating (Clay's limit).
     #[arg(long, env = "CLAY_SUBMISSION_LIMIT", default_value_t = clayhook::feed::CLAY_SUBMISSION_LIMIT)]
     limit: u64,
-    /// The state file: submissions per webhook and rows already accepted.
-    #[arg(long, default_value = ".clayhook-push-state.jsonl")]
-    state: PathBuf,
+    /// The state file: submissions per webhook and rows already accepted [default:
+    /// $XDG_STATE_HOME/clayhook/push-<first webhook>.jsonl, else under ~/.local/state].
+    #[arg(long)]
+    state: Option<PathBuf>,
     /// Where failed rows go [default: FILE.failed.jsonl, or clayhook-push.failed.jsonl for -].
     #[arg(long)]
     failed: Option<PathBuf>,
@@ -238,6 +239,16 @@ async fn push(a: PushArgs) -> ExitCode {
             PathBuf::from(name)
         }
     });
+    let state = match a.state {
+        Some(path) => path,
+        None => {
+            let first = webhooks.first().map(|w| w.key.as_str()).unwrap_or_default();
+            match clayhook::feed::journal::default_path(&clayhook::config::process_env(), first) {
+                Ok(path) => path,
+                Err(e) => return usage(e.to_string()),
+            }
+        }
+    };
     let options = PushOptions {
         webhooks,
         input: a.file,
@@ -248,7 +259,7 @@ async fn push(a: PushArgs) -> ExitCode {
                 Format::Jsonl
             }
         }),
-        state: a.state,
+        state,
         failed,
         rate,
         limit: a.limit,

@@ -185,6 +185,14 @@ pub async fn push(opts: &PushOptions, client: &ClayClient) -> Result<PushSummary
         bar.set_style(style);
     }
     let say = |text: String| bar.suspend(|| eprintln!("{text}"));
+    for w in opts.webhooks.iter().filter(|w| !journal.knows(&w.key)) {
+        say(format!(
+            "note: no earlier state for webhook {} in {}: its count of Clay's {} submissions starts at 0 here; if rows went to it from another machine or state file, stop and pass that file with --state",
+            w.label,
+            journal.path().display(),
+            opts.limit
+        ));
+    }
     if journal.unreadable_lines > 0 {
         say(format!(
             "note: {} unreadable line(s) in {} skipped (a run cut short)",

@@ -27,6 +27,8 @@ fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         .args(args)
         .env_remove("CLAY_WEBHOOK_AUTH_TOKEN")
         .env_remove("CLAY_SUBMISSION_LIMIT")
+        // The default state goes under the user's state directory: this test's own.
+        .env("XDG_STATE_HOME", dir.join("state"))
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
