@@ -31,5 +31,7 @@ pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod router;
+#[cfg(feature = "cli")]
+pub mod smoke;
 pub mod table;
 pub mod wiring;

@@ -71,6 +71,16 @@ enum Command {
     /// Re-sign a Standard Webhooks API Gateway event (events/*.json) with the current time and
     /// the whsec_ secret in CLAY_WEBHOOK_SECRETS; prints the event.
     SignEvent { file: PathBuf },
+    /// After `sam deploy`: check the stack at its CallbackUrl (a new test lead is 202, the same
+    /// again 200 duplicate, a wrong token 401). The test lead is routed nowhere.
+    Smoke {
+        /// The stack's CallbackUrl output (…/api/clay/enriched).
+        url: String,
+        /// A token from CLAY_WEBHOOK_SECRETS [default: its first static token, from the
+        /// environment].
+        #[arg(long, hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,12 +159,35 @@ fn main() -> ExitCode {
             action,
         } => runtime.block_on(dlq(dlq_url, table, action)),
         Command::Push(args) => return runtime.block_on(push(args)),
+        Command::Smoke { url, token } => return runtime.block_on(smoke(url, token)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("clayhook: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn smoke(url: String, token: Option<String>) -> ExitCode {
+    let token = token.or_else(|| {
+        let listed = clayhook::config::process_env().raw("CLAY_WEBHOOK_SECRETS")?;
+        let secrets = clayhook::auth::Secrets::parse(&listed).ok()?;
+        secrets.first_static_token().map(str::to_string)
+    });
+    match clayhook::smoke::smoke(&url, token.as_deref().unwrap_or_default()).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("clayhook smoke: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -46,11 +46,8 @@ pub fn default_path<F: Fn(&str) -> Option<String>>(
 ) -> Result<PathBuf, JournalError> {
     let base = match env.optional("XDG_STATE_HOME") {
         Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
-        _ => PathBuf::from(
-            env.optional("HOME")
-                .ok_or(JournalError::NoStateDirectory)?,
-        )
-        .join(".local/state"),
+        _ => PathBuf::from(env.optional("HOME").ok_or(JournalError::NoStateDirectory)?)
+            .join(".local/state"),
     };
     Ok(base
         .join("clayhook")
@@ -226,7 +223,11 @@ mod tests {
         let first = Journal::open(&path).unwrap();
         let second = Journal::open(&path).err().expect("locked");
         assert!(matches!(second, JournalError::Locked { .. }));
-        assert!(second.to_string().contains("in use by another clayhook push"));
+        assert!(
+            second
+                .to_string()
+                .contains("in use by another clayhook push")
+        );
         drop(first);
         assert!(Journal::open(&path).is_ok(), "free once the first run ends");
         std::fs::remove_dir_all(dir).unwrap();

@@ -112,6 +112,44 @@ async fn the_local_pipeline_receives_routes_and_feeds_clay_then_stops_on_sigterm
     .await;
     assert_eq!(paths, ["crm", "outreach", "slack", "zapier"]);
 
+    // `clayhook smoke`, as the deploy docs end with it: 202, 200 duplicate, 401, and its test
+    // lead reaches no destination.
+    let smoke = Command::new(env!("CARGO_BIN_EXE_clayhook"))
+        .args(["smoke", &url])
+        .env("CLAY_WEBHOOK_SECRETS", TOKEN)
+        .output()
+        .expect("clayhook smoke");
+    let report = String::from_utf8_lossy(&smoke.stdout);
+    assert!(
+        smoke.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&smoke.stderr)
+    );
+    for line in [
+        "ok    new lead",
+        "ok    same lead again",
+        "ok    wrong token",
+        "routed nowhere",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    assert!(!report.contains(TOKEN), "{report}");
+    until(
+        "the smoke lead through the router",
+        Duration::from_secs(30),
+        async || {
+            let log = std::fs::read_to_string(log_dir.join("pipeline.log")).ok()?;
+            log.contains("smoke test lead (clayhook smoke): routed nowhere")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        downstream.received_requests().await.unwrap().len(),
+        4,
+        "the smoke lead reached a destination"
+    );
+
     // The feeder, polling the intake queue, sends a row to Clay with the table's token; a row
     // that is not a JSON object goes to the intake DLQ with the reason.
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(&format!("http://127.0.0.1:{moto_port}")).await);

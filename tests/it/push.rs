@@ -488,3 +488,80 @@ async fn the_rate_limit_spaces_posts_and_rates_over_clays_limit_are_refused() {
         r.stderr
     );
 }
+
+/// The default state lives under the user's state directory, a webhook it has never seen gets a
+/// note, and a second run on the same state is refused while the first holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_is_kept_per_user_and_one_run_at_a_time_uses_it() {
+    let clay = FakeClay::start(None).await;
+    let dir = workdir();
+    let lines: String = (1..=15).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    std::fs::write(dir.join("leads.jsonl"), lines).unwrap();
+    let hook = clay.webhook(1);
+    // The first run, in the background: 15 rows at 10 a second.
+    let first = Command::new(env!("CARGO_BIN_EXE_clayhook"))
+        .current_dir(&dir)
+        .args([
+            "push",
+            "--webhook",
+            &hook,
+            "--rate",
+            "10",
+            "--quiet",
+            "leads.jsonl",
+        ])
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("first push");
+    let started = std::time::Instant::now();
+    while clay.accepted().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first run never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = run(
+        &dir,
+        args(&["--webhook", &hook, "--rate", "10", "leads.jsonl"]),
+        None,
+    )
+    .await;
+    assert_eq!(second.code, 2, "{}\n{}", second.stdout, second.stderr);
+    assert!(
+        second.stderr.contains("is in use by another clayhook push"),
+        "{}",
+        second.stderr
+    );
+    let first = tokio::task::spawn_blocking(move || first.wait_with_output())
+        .await
+        .expect("join")
+        .expect("first push output");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("note: no earlier state for webhook #1"),
+        "{stderr}"
+    );
+    assert_eq!(clay.accepted().len(), 15, "every row once");
+    // The state is in the user's state directory, not the working directory.
+    let states: Vec<_> = std::fs::read_dir(dir.join("state/clayhook"))
+        .expect("state directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        states.len() == 1 && states[0].starts_with("push-") && states[0].ends_with(".jsonl"),
+        "{states:?}"
+    );
+    // The next run knows the webhook: no note, nothing sent again.
+    let again = run(&dir, args(&["--webhook", &hook, "leads.jsonl"]), None).await;
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert!(
+        !again.stderr.contains("no earlier state"),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stdout.contains("skipped 15"), "{}", again.stdout);
+}
