@@ -49,7 +49,7 @@ validate: venv $(CHECKOV_VENV)/.installed
 	$(BIN)/python scripts/check_template.py template.yaml
 	$(BIN)/python scripts/check_template.py --self-test template.yaml
 	$(BIN)/python scripts/check_readme.py
-	$(BIN)/python scripts/check_checkov.py $(abspath $(CHECKOV_VENV))/bin/checkov template.yaml
+	$(BIN)/python scripts/check_checkov.py $(abspath $(CHECKOV_VENV))/bin/checkov template.yaml --self-test
 
 ## One release build of the three functions, shared by `sam build` and the end-to-end test.
 sam-build: venv

@@ -2,15 +2,34 @@
 
 Fails on any finding that is neither fixed nor suppressed in the template itself (a resource's
 `Metadata: checkov: skip:` entry) with a reason. Prints the counts and each suppression with its
-reason. Usage: check_checkov.py CHECKOV_BINARY [template.yaml]
+reason. Usage: check_checkov.py CHECKOV_BINARY [template.yaml] [--self-test]
+
+`--self-test` also runs checkov on a copy without IngestFunction's suppressions and checks
+that the run fails: the gate can fail.
 """
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 
-def main(checkov, path):
+def self_test(checkov, path):
+    from cfnlint.decode import cfn_yaml
+
+    t = cfn_yaml.load(path)
+    t["Resources"]["IngestFunction"]["Metadata"].pop("checkov")
+    with tempfile.TemporaryDirectory() as d:
+        broken = os.path.join(d, "template.json")
+        with open(broken, "w") as f:
+            json.dump(t, f)
+        caught = main(checkov, broken, quiet=True) != 0
+    print(("ok   " if caught else "FAIL ") + "self-test: a finding without its suppression fails the gate")
+    return 0 if caught else 1
+
+
+def main(checkov, path, quiet=False):
     run = subprocess.run(
         [checkov, "-f", path, "--framework", "cloudformation", "--compact", "--skip-download", "-o", "json"],
         capture_output=True,
@@ -28,8 +47,11 @@ def main(checkov, path):
     skipped = results.get("skipped_checks", [])
     status = 0
     for check in failed:
-        print(f"FAIL {check['check_id']} {check['resource']}: {check['check_name']}")
+        if not quiet:
+            print(f"FAIL {check['check_id']} {check['resource']}: {check['check_name']}")
         status = 1
+    if quiet:
+        return status
     for check in skipped:
         reason = (check.get("check_result") or {}).get("suppress_comment", "").strip()
         if len(reason) < 20:
@@ -48,4 +70,9 @@ def main(checkov, path):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "template.yaml"))
+    args = [a for a in sys.argv[1:] if a != "--self-test"]
+    template = args[1] if len(args) > 1 else "template.yaml"
+    status = main(args[0], template)
+    if "--self-test" in sys.argv:
+        status |= self_test(args[0], template)
+    sys.exit(status)
