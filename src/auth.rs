@@ -55,7 +55,14 @@ pub enum SecretsError {
     BadWebhookSecret(usize),
     #[error("secret #{0} in CLAY_WEBHOOK_SECRETS decodes to an empty key")]
     EmptyKey(usize),
+    #[error(
+        "secret #{0} in CLAY_WEBHOOK_SECRETS is shorter than {MIN_SECRET_BYTES} bytes: use a long random value (for example `openssl rand -hex 32`)"
+    )]
+    TooShort(usize),
 }
+
+/// The shortest secret (or decoded `whsec_` key) accepted: anything shorter is guessable.
+pub const MIN_SECRET_BYTES: usize = 16;
 
 const WHSEC: &[u8] = b"whsec_";
 
@@ -79,6 +86,9 @@ impl Secrets {
             };
             if webhook_key.is_empty() {
                 return Err(SecretsError::EmptyKey(n + 1));
+            }
+            if entry.len() < MIN_SECRET_BYTES || webhook_key.len() < MIN_SECRET_BYTES {
+                return Err(SecretsError::TooShort(n + 1));
             }
             secrets.push(Secret {
                 raw: entry.as_bytes().to_vec(),
@@ -439,7 +449,7 @@ mod tests {
     const TOKEN: &str = "s3cr3t-token-for-tests";
 
     fn secrets() -> Secrets {
-        Secrets::parse(&format!("old-token, {TOKEN},{VECTOR_SECRET}")).unwrap()
+        Secrets::parse(&format!("old-token-0f1e2d3c, {TOKEN},{VECTOR_SECRET}")).unwrap()
     }
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
@@ -636,7 +646,7 @@ mod tests {
 
     #[test]
     fn static_token_in_either_header_and_rotation() {
-        for token in [TOKEN, "old-token"] {
+        for token in [TOKEN, "old-token-0f1e2d3c"] {
             let h = headers(&[("x-clay-signature", token.as_bytes())]);
             assert_eq!(check(&h, b"{}"), Ok(Scheme::StaticToken));
             let bearer = format!("Bearer {token}");
@@ -745,9 +755,19 @@ mod tests {
         assert_eq!(Secrets::parse("").unwrap_err(), SecretsError::Empty);
         assert_eq!(Secrets::parse(" , ,").unwrap_err(), SecretsError::Empty);
         assert_eq!(
-            Secrets::parse("ok,whsec_").unwrap_err(),
+            Secrets::parse("long-enough-token-1,whsec_").unwrap_err(),
             SecretsError::EmptyKey(2)
         );
+        // Guessable secrets are refused at start, named by position only.
+        let short = Secrets::parse("long-enough-token-1,tok").unwrap_err();
+        assert_eq!(short, SecretsError::TooShort(2));
+        assert!(!short.to_string().contains("tok,") && short.to_string().contains("#2"));
+        assert_eq!(
+            Secrets::parse("whsec_dG9vLXNob3J0").unwrap_err(),
+            SecretsError::TooShort(1),
+            "a whsec_ key that decodes to 9 bytes"
+        );
+        assert!(Secrets::parse("exactly-16-bytes").is_ok());
         assert_eq!(
             Secrets::parse("whsec_!!notbase64").unwrap_err(),
             SecretsError::BadWebhookSecret(1)

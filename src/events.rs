@@ -48,7 +48,7 @@ mod tests {
         let out: Value = serde_json::from_str(
             &resign_standard_webhooks(
                 event,
-                &Secrets::parse(&format!("tok,{secret}")).unwrap(),
+                &Secrets::parse(&format!("static-token-0123456789,{secret}")).unwrap(),
                 1_900_000_000,
             )
             .unwrap(),
@@ -60,7 +60,7 @@ mod tests {
         }
         let secrets = Secrets::parse(secret).unwrap();
         assert!(verify(&h, b"{\"a\":1}", &secrets, 1_900_000_000, 300).is_ok());
-        let tokens_only = Secrets::parse("tok").unwrap();
+        let tokens_only = Secrets::parse("static-token-0123456789").unwrap();
         assert!(resign_standard_webhooks(event, &tokens_only, 1).is_err());
     }
 }

@@ -71,7 +71,7 @@ mod tests {
     }
 
     const BASE: [(&str, &str); 3] = [
-        ("CLAY_WEBHOOK_SECRETS", "tok"),
+        ("CLAY_WEBHOOK_SECRETS", "tok-0123456789abcdef"),
         ("IDEMPOTENCY_TABLE", "t"),
         ("LEAD_QUEUE_URL", "http://q"),
     ];

@@ -57,7 +57,7 @@ impl LeadQueue for MemoryQueue {
     }
 }
 
-pub(super) const TOKEN: &str = "tok";
+pub(super) const TOKEN: &str = "tok-0123456789abcdef";
 pub(super) const T0: u64 = 1_800_000_000;
 
 pub(super) fn ingest(store: MemoryStore, queue: MemoryQueue) -> Ingest<MemoryStore, MemoryQueue> {

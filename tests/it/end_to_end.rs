@@ -272,42 +272,55 @@ async fn ingest_killed_between_claim_and_send_is_queued_once_by_the_retry() {
     drop(black_hole);
 }
 
-/// Fail closed: with no secret the function does not start, and says why in its log.
+/// Fail closed: with no secret, or a guessable one, the function does not start, and says why in
+/// its log (naming the secret's position, never its value).
 #[tokio::test]
 #[ignore = "needs `sam build`; run with `make e2e`"]
-async fn ingest_without_a_secret_refuses_to_start() {
+async fn ingest_without_a_usable_secret_refuses_to_start() {
     let build = required_env("CLAYHOOK_BUILD_DIR");
     let aws = Aws::fresh().await;
-    let env = function_env(
-        "IngestFunction",
-        &[
-            ("CLAY_WEBHOOK_SECRETS", " , ".to_string()),
-            ("IDEMPOTENCY_TABLE", aws.table.clone()),
-            ("LEAD_QUEUE_URL", aws.queue_url.clone()),
-            ("AWS_ENDPOINT_URL", moto_url().to_string()),
-        ],
-    );
-    let f = emulate(
-        "ingest-no-secret",
-        &build.join("IngestFunction/bootstrap"),
-        &env,
-    );
-    let answer = reqwest::Client::new()
-        .post(&f.invoke_url)
-        .body(event_file("ingest-static-token.json").to_string())
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .expect("the emulator answers")
-        .text()
-        .await
-        .unwrap_or_default();
-    assert!(!answer.contains("statusCode"), "no HTTP answer: {answer}");
-    let log_path = f.log.clone();
-    drop(f);
-    let log = std::fs::read_to_string(log_path).unwrap();
-    assert!(log.contains("refusing to start"), "{log}");
-    assert!(log.contains("CLAY_WEBHOOK_SECRETS is empty"), "{log}");
+    for (secrets, why) in [
+        (" , ", "CLAY_WEBHOOK_SECRETS is empty"),
+        (
+            "local-dev-token-change-me,short-tok",
+            "secret #2 in CLAY_WEBHOOK_SECRETS is shorter than 16 bytes",
+        ),
+    ] {
+        let env = function_env(
+            "IngestFunction",
+            &[
+                ("CLAY_WEBHOOK_SECRETS", secrets.to_string()),
+                ("IDEMPOTENCY_TABLE", aws.table.clone()),
+                ("LEAD_QUEUE_URL", aws.queue_url.clone()),
+                ("AWS_ENDPOINT_URL", moto_url().to_string()),
+            ],
+        );
+        let f = emulate(
+            "ingest-no-secret",
+            &build.join("IngestFunction/bootstrap"),
+            &env,
+        );
+        let answer = reqwest::Client::new()
+            .post(&f.invoke_url)
+            .body(event_file("ingest-static-token.json").to_string())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("the emulator answers")
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(!answer.contains("statusCode"), "no HTTP answer: {answer}");
+        let log_path = f.log.clone();
+        drop(f);
+        let log = std::fs::read_to_string(log_path).unwrap();
+        assert!(log.contains("refusing to start"), "{log}");
+        assert!(log.contains(why), "{log}");
+        assert!(
+            !log.contains("short-tok"),
+            "the value never reaches the log: {log}"
+        );
+    }
     assert!(aws.drain(0, Duration::ZERO).await.is_empty());
 }
 
