@@ -80,6 +80,13 @@ def guard_checks(t):
     cap = resources.get("IngestFunction", {}).get("Properties", {}).get("ReservedConcurrentExecutions")
     results.append(("ingest's concurrency is capped by IngestReservedConcurrency",
                     "IngestReservedConcurrency" in json.dumps(cap), cap))
+    params = t.get("Parameters", {})
+    burst = int(params.get("ApiThrottlingBurstLimit", {}).get("Default", 0))
+    reserved = int(params.get("IngestReservedConcurrency", {}).get("Default", 0))
+    # What the API lets through at once must find an ingest instance free (else Lambda throttles
+    # it into a 5xx instead of the API's 429).
+    results.append(("the API's default burst fits ingest's default concurrency",
+                    burst > 0 and (reserved == 0 or burst <= reserved), (burst, reserved)))
     prefixes = table_prefixes()
     for name, res in resources.items():
         if res.get("Type") == "AWS::Logs::LogGroup":

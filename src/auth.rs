@@ -288,7 +288,9 @@ fn verify_clay_signature(value: &str, body: &[u8], secrets: &Secrets) -> Result<
 }
 
 /// `X-Clay-Timestamp: <unix seconds>` with `X-Clay-Signature: sha256=<hex>` of
-/// `"<timestamp>.<body>"`, within the tolerance both ways.
+/// `"<timestamp>.<body>"`, within the tolerance both ways. The key is the plain HMAC's: a
+/// timestamped signature is also a plain HMAC of the text `"<timestamp>.<body>"`, which is never
+/// a JSON object, so it could only ever pass authentication to be refused as invalid JSON.
 fn verify_timestamped_hmac(
     headers: &HeaderMap,
     body: &[u8],

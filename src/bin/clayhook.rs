@@ -78,7 +78,7 @@ enum Command {
         url: String,
         /// A token from CLAY_WEBHOOK_SECRETS [default: its first static token, from the
         /// environment].
-        #[arg(long, hide_env_values = true)]
+        #[arg(long)]
         token: Option<String>,
     },
 }
@@ -171,11 +171,19 @@ fn main() -> ExitCode {
 }
 
 async fn smoke(url: String, token: Option<String>) -> ExitCode {
-    let token = token.or_else(|| {
-        let listed = clayhook::config::process_env().raw("CLAY_WEBHOOK_SECRETS")?;
-        let secrets = clayhook::auth::Secrets::parse(&listed).ok()?;
-        secrets.first_static_token().map(str::to_string)
-    });
+    let token = match token {
+        Some(t) => Some(t),
+        None => match clayhook::config::process_env().optional("CLAY_WEBHOOK_SECRETS") {
+            None => None,
+            Some(listed) => match clayhook::auth::Secrets::parse(&listed) {
+                Ok(secrets) => secrets.first_static_token().map(str::to_string),
+                Err(e) => {
+                    eprintln!("clayhook smoke: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        },
+    };
     match clayhook::smoke::smoke(&url, token.as_deref().unwrap_or_default()).await {
         Ok(report) => {
             print!("{}", report.render());
@@ -223,7 +231,8 @@ struct PushArgs {
     #[arg(long, env = "CLAY_SUBMISSION_LIMIT", default_value_t = clayhook::feed::CLAY_SUBMISSION_LIMIT)]
     limit: u64,
     /// The state file: submissions per webhook and rows already accepted [default:
-    /// $XDG_STATE_HOME/clayhook/push-<first webhook>.jsonl, else under ~/.local/state].
+    /// $XDG_STATE_HOME/clayhook/push-<hash of the first webhook's URL>.jsonl, else under
+    /// ~/.local/state].
     #[arg(long)]
     state: Option<PathBuf>,
     /// Where failed rows go [default: FILE.failed.jsonl, or clayhook-push.failed.jsonl for -].
@@ -244,6 +253,9 @@ struct PushArgs {
     /// CSV with a header row, or JSON Lines (one object per line); - reads standard input.
     file: PathBuf,
 }
+
+/// Where `clayhook push` kept its state before it moved to the user's state directory.
+const LEGACY_STATE: &str = ".clayhook-push-state.jsonl";
 
 async fn push(a: PushArgs) -> ExitCode {
     use clayhook::feed::push::{Format, PushOptions};
@@ -274,6 +286,13 @@ async fn push(a: PushArgs) -> ExitCode {
     });
     let state = match a.state {
         Some(path) => path,
+        // Earlier versions kept the state here: carrying on without it would send its rows
+        // again and count each webhook's submissions from 0.
+        None if std::path::Path::new(LEGACY_STATE).exists() => {
+            return usage(format!(
+                "found {LEGACY_STATE} here, the state of an earlier clayhook push: pass --state {LEGACY_STATE} to keep using it"
+            ));
+        }
         None => {
             let first = webhooks.first().map(|w| w.key.as_str()).unwrap_or_default();
             match clayhook::feed::journal::default_path(&clayhook::config::process_env(), first) {

@@ -342,14 +342,14 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
             metrics.count("SentToClay", &[]);
             info!(webhook = %webhook.label, attempts = sub.attempts, "row sent to Clay");
             self.handled(id).await;
-            if *breaker != BreakerState::default() {
-                let now = epoch_ms(SystemTime::now());
-                *breaker = self
-                    .breaker_moved(breaker.after_success(now), || {
-                        self.store.breaker_succeeded(now)
-                    })
-                    .await;
-            }
+            // Always told to the store: failures other instances counted since this batch read
+            // the breaker are reset too, so "consecutive" holds across instances.
+            let now = epoch_ms(SystemTime::now());
+            *breaker = self
+                .breaker_moved(breaker.after_success(now), || {
+                    self.store.breaker_succeeded(now)
+                })
+                .await;
             return Fate::Done;
         }
         let systemic = webhook_refused(&sub.last)

@@ -221,10 +221,11 @@ impl Condition {
     }
 }
 
-/// The destinations for a lead, each once, in the order rules name them.
 /// The source `clayhook smoke` posts to: its leads go through ingest and the queue like any
 /// other and are routed nowhere, so a check of a deployed stack reaches no real tool.
 pub const SMOKE_SOURCE: &str = "clayhook-smoke";
+
+/// The destinations for a lead, each once, in the order rules name them.
 
 pub fn route(rules: &[RoutingRule], lead: &Lead, source: Option<&str>) -> Vec<DestinationName> {
     let mut out: Vec<DestinationName> = Vec::new();

@@ -564,4 +564,16 @@ async fn the_state_is_kept_per_user_and_one_run_at_a_time_uses_it() {
         again.stderr
     );
     assert!(again.stdout.contains("skipped 15"), "{}", again.stdout);
+    // An earlier version's state in the working directory stops a run that would ignore it.
+    std::fs::write(dir.join(".clayhook-push-state.jsonl"), "").unwrap();
+    let legacy = run(&dir, args(&["--webhook", &hook, "leads.jsonl"]), None).await;
+    assert_eq!(legacy.code, 2, "{}\n{}", legacy.stdout, legacy.stderr);
+    assert!(
+        legacy
+            .stderr
+            .contains("pass --state .clayhook-push-state.jsonl to keep using it"),
+        "{}",
+        legacy.stderr
+    );
+    assert_eq!(clay.accepted().len(), 15, "nothing sent again");
 }
