@@ -226,7 +226,6 @@ impl Condition {
 pub const SMOKE_SOURCE: &str = "clayhook-smoke";
 
 /// The destinations for a lead, each once, in the order rules name them.
-
 pub fn route(rules: &[RoutingRule], lead: &Lead, source: Option<&str>) -> Vec<DestinationName> {
     let mut out: Vec<DestinationName> = Vec::new();
     if source == Some(SMOKE_SOURCE) {
