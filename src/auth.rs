@@ -267,7 +267,7 @@ fn verify_bearer(value: &str, secrets: &Secrets) -> Result<(), AuthError> {
 fn verify_clay_signature(value: &str, body: &[u8], secrets: &Secrets) -> Result<Scheme, AuthError> {
     if let Some(hex_sig) = value.strip_prefix("sha256=") {
         let sig = decode_hmac_hex(hex_sig)?;
-        return if matches_hmac(&sig, body, secrets) {
+        return if matches_hmac(&sig, &[body], secrets) {
             Ok(Scheme::Hmac)
         } else {
             Err(AuthError::Mismatch)
@@ -276,7 +276,7 @@ fn verify_clay_signature(value: &str, body: &[u8], secrets: &Secrets) -> Result<
     // A bare 64-hex value may be an HMAC or a secret that happens to look like one: try both.
     if value.len() == 64
         && let Ok(sig) = decode_hmac_hex(value)
-        && matches_hmac(&sig, body, secrets)
+        && matches_hmac(&sig, &[body], secrets)
     {
         return Ok(Scheme::Hmac);
     }
@@ -314,16 +314,12 @@ fn verify_timestamped_hmac(
         .strip_prefix("sha256=")
         .ok_or(AuthError::Malformed)?;
     let sig = decode_hmac_hex(hex_sig)?;
-    let mut ok = false;
-    for s in &secrets.0 {
-        if let Ok(mut mac) = HmacSha256::new_from_slice(&s.raw) {
-            mac.update(timestamp.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            ok |= mac.verify_slice(&sig).is_ok();
-        }
+    let text = timestamp.to_string();
+    if matches_hmac(&sig, &[text.as_bytes(), b".", body], secrets) {
+        Ok(())
+    } else {
+        Err(AuthError::Mismatch)
     }
-    if ok { Ok(()) } else { Err(AuthError::Mismatch) }
 }
 
 /// Unix seconds as plain digits: "1674087231abc", "+1", " 1" and floats are all refused.
@@ -337,11 +333,11 @@ fn parse_timestamp(text: &str) -> Result<i64, AuthError> {
 /// The `sha256=<hex>` value a timestamped request carries in `X-Clay-Signature` (for senders,
 /// tests and tools).
 pub fn timestamped_hmac_hex(key: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    let text = timestamp.to_string();
+    format!(
+        "sha256={}",
+        hex::encode(mac_of(key, &[text.as_bytes(), b".", body]))
+    )
 }
 
 fn decode_hmac_hex(hex_sig: &str) -> Result<Vec<u8>, AuthError> {
@@ -351,23 +347,35 @@ fn decode_hmac_hex(hex_sig: &str) -> Result<Vec<u8>, AuthError> {
     hex::decode(hex_sig).map_err(|_| AuthError::Malformed)
 }
 
-fn matches_hmac(sig: &[u8], body: &[u8], secrets: &Secrets) -> bool {
-    let mut ok = false;
-    for s in &secrets.0 {
-        // `new_from_slice` accepts any key length for HMAC; the error arm is unreachable in practice.
-        if let Ok(mut mac) = HmacSha256::new_from_slice(&s.raw) {
-            mac.update(body);
-            ok |= mac.verify_slice(sig).is_ok();
+/// HMAC-SHA256 under `key` of `parts` one after the other: every scheme's MAC. HMAC takes keys
+/// of any length, so the empty result for a refused key never happens in practice.
+fn mac_of(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    match HmacSha256::new_from_slice(key) {
+        Ok(mut mac) => {
+            for part in parts {
+                mac.update(part);
+            }
+            mac.finalize().into_bytes().to_vec()
         }
+        Err(_) => Vec::new(),
     }
-    ok
+}
+
+/// Whether `sig` is the MAC of `parts` under any secret's raw bytes; every secret is tried, in
+/// constant time, so timing does not reveal which one matched.
+fn matches_hmac(sig: &[u8], parts: &[&[u8]], secrets: &Secrets) -> bool {
+    secrets
+        .0
+        .iter()
+        .fold(subtle::Choice::from(0), |acc, s| {
+            acc | mac_of(&s.raw, parts).as_slice().ct_eq(sig)
+        })
+        .into()
 }
 
 /// HMAC-SHA256 of `body` under `key`, as lowercase hex (for senders, tests and tools).
 pub fn hmac_hex(key: &[u8], body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(mac_of(key, &[body]))
 }
 
 /// The `v1,<base64>` Standard Webhooks signature of one message (for senders, tests and tools).
@@ -379,13 +387,8 @@ pub fn standard_webhooks_signature(key: &[u8], id: &str, timestamp: i64, body: &
 }
 
 fn standard_webhooks_mac(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize().into_bytes().to_vec()
+    let text = timestamp.to_string();
+    mac_of(key, &[id.as_bytes(), b".", text.as_bytes(), b".", body])
 }
 
 fn verify_standard_webhooks(

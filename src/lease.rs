@@ -26,7 +26,12 @@ macro_rules! lapsed {
 pub(crate) use lapsed;
 
 /// Still held by the holder whose deadline is `:lease`.
-const OURS: &str = "#status = :held AND #lease = :lease";
+macro_rules! ours {
+    () => {
+        "#status = :held AND #lease = :lease"
+    };
+}
+const OURS: &str = ours!();
 
 /// One kind of lease: the status that means held, and the attribute with the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +69,7 @@ impl Lease {
             .table_name(table)
             .key(PARTITION_KEY, s(pk))
             .condition_expression(match unless {
-                Some(_) => concat!(
-                    "#status = :held AND #lease = :lease",
-                    " AND attribute_not_exists(#unless)"
-                ),
+                Some(_) => concat!(ours!(), " AND attribute_not_exists(#unless)"),
                 None => OURS,
             });
         for (k, v) in self.names() {
