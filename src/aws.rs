@@ -65,46 +65,72 @@ pub fn loader() -> ConfigLoader {
     )
 }
 
-/// Opens the connections (TCP + TLS) to DynamoDB and, if given, SQS during init, so the first
-/// invocation pays no set-up that start-up could have done. Bounded by `limit`: a slow endpoint
-/// never blocks start-up, and any answer (even an error) leaves a warm connection in the pool.
-/// The DynamoDB read is of `key` in `table`, one the function may read under its policy.
-pub async fn warm_connections(
-    ddb: &aws_sdk_dynamodb::Client,
-    (table, key): (&str, &str),
-    sqs: Option<(&aws_sdk_sqs::Client, &str)>,
-    limit: Duration,
-) {
-    if limit.is_zero() {
-        return;
+/// What start-up warms: a read of this function's own warm-up item in the table and, for
+/// ingest, the lead queue's attributes. Read from the environment on its own, because it runs
+/// before the configuration can be read (while the secrets are fetched).
+#[derive(Debug, Clone)]
+pub struct WarmUp {
+    pub table: String,
+    pub key: String,
+    pub queue_url: Option<String>,
+    /// 0 turns the warm-up off.
+    pub limit: Duration,
+}
+
+impl WarmUp {
+    /// `prefix` is the function's key prefix (src/table.rs); `queue_var` the queue it sends to.
+    pub fn read<F: Fn(&str) -> Option<String>>(
+        env: &crate::config::Env<F>,
+        prefix: &str,
+        queue_var: Option<&'static str>,
+    ) -> Result<WarmUp, crate::config::ConfigError> {
+        Ok(WarmUp {
+            table: env.required("IDEMPOTENCY_TABLE")?,
+            key: crate::table::warm_up_key(prefix),
+            queue_url: match queue_var {
+                Some(var) => Some(env.required(var)?),
+                None => None,
+            },
+            limit: env.warm_up()?,
+        })
     }
-    let dynamodb = async {
-        let _ = ddb
-            .get_item()
-            .table_name(table)
-            .key(
-                crate::table::PARTITION_KEY,
-                aws_sdk_dynamodb::types::AttributeValue::S(key.into()),
-            )
-            .send()
-            .await;
-    };
-    let queue = async {
-        if let Some((client, url)) = sqs {
-            let _ = client
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+
+    /// Opens the connections (TCP + TLS) to DynamoDB and, if named, SQS during init, so the
+    /// first invocation pays no set-up that start-up could have done. Bounded by `limit`: a slow
+    /// endpoint never blocks start-up, and any answer (even an error) leaves a warm connection in
+    /// the pool.
+    pub async fn run(&self, ddb: &aws_sdk_dynamodb::Client, sqs: Option<&aws_sdk_sqs::Client>) {
+        if self.limit.is_zero() {
+            return;
+        }
+        let dynamodb = async {
+            let _ = ddb
+                .get_item()
+                .table_name(&self.table)
+                .key(
+                    crate::table::PARTITION_KEY,
+                    aws_sdk_dynamodb::types::AttributeValue::S(self.key.clone()),
+                )
                 .send()
                 .await;
+        };
+        let queue = async {
+            if let (Some(client), Some(url)) = (sqs, &self.queue_url) {
+                let _ = client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .send()
+                    .await;
+            }
+        };
+        let warmed = tokio::time::timeout(self.limit, futures::future::join(dynamodb, queue)).await;
+        if warmed.is_err() {
+            tracing::warn!(
+                limit_ms = self.limit.as_millis() as u64,
+                "connection warm-up timed out; continuing"
+            );
         }
-    };
-    let warmed = tokio::time::timeout(limit, futures::future::join(dynamodb, queue)).await;
-    if warmed.is_err() {
-        tracing::warn!(
-            limit_ms = limit.as_millis() as u64,
-            "connection warm-up timed out; continuing"
-        );
     }
 }
 

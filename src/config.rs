@@ -105,6 +105,18 @@ pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|k: &str| std::env::var(k).ok())
 }
 
+/// `env` with the secrets fetched by reference (`crate::secret_refs`) in place of the
+/// references.
+pub fn with_resolved<'a, F: Fn(&str) -> Option<String>>(
+    env: &'a Env<F>,
+    resolved: &'a crate::secret_refs::Resolved,
+) -> Env<impl Fn(&str) -> Option<String> + 'a> {
+    Env(move |k: &str| match resolved.get(k) {
+        Some(v) => Some(v.clone()),
+        None => (env.0)(k),
+    })
+}
+
 /// An environment of these pairs only, for the tests.
 #[cfg(test)]
 pub fn env_of(vars: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String> + use<>> {

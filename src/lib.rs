@@ -31,6 +31,7 @@ pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod router;
+pub mod secret_refs;
 #[cfg(feature = "cli")]
 pub mod smoke;
 pub mod table;

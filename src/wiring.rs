@@ -1,6 +1,8 @@
 //! The one place each function is put together from its settings and the AWS clients: the
 //! Lambda binaries and `clayhook local` build the same objects here, so they cannot drift.
 
+use crate::aws::WarmUp;
+use crate::config::{ConfigError, process_env, with_resolved};
 use crate::destinations::HttpDestinations;
 use crate::feed::clay::ClayClient;
 use crate::feed::config::FeederConfig;
@@ -14,6 +16,9 @@ use crate::queue::sqs::SqsLeadQueue;
 use crate::router::Router;
 use crate::router::config::RouterConfig;
 use crate::router::ledger::DynamoDbDeliveryLedger;
+use crate::secret_refs::aws::AwsSecretStore;
+use crate::secret_refs::{Refreshing, Resolved, SecretReferences};
+use crate::table::{DELIVERY_PREFIX, FEED_PREFIX, INGEST_PREFIX};
 
 pub type IngestFunction = Ingest<DynamoDbIdempotencyStore, SqsLeadQueue>;
 pub type RouterFunction = Router<DynamoDbDeliveryLedger, HttpDestinations>;
@@ -60,4 +65,84 @@ pub fn feeder(
         },
         ClayClient::new(config.connect_timeout, config.request_timeout)?,
     ))
+}
+
+/// A function as Lambda runs it: rebuilt when its secrets (fetched by reference) change.
+pub type Started<T> = Refreshing<T, AwsSecretStore>;
+
+/// Start-up shared by the three functions: the secret references and the warm-up read from the
+/// environment, the SDK configured, the secrets fetched while the connections warm up, then the
+/// function built by `build` from its configuration with the secrets in place (and built again
+/// by the same closure when they change). Any error means the function must not start.
+async fn start<T>(
+    prefix: &str,
+    queue_var: Option<&'static str>,
+    build: impl Fn(&Resolved, &Clients) -> Result<T, ConfigError> + Send + Sync + 'static,
+) -> Result<Started<T>, ConfigError> {
+    let env = process_env();
+    let references = SecretReferences::read(&env)?;
+    let warm_up = WarmUp::read(&env, prefix, queue_var)?;
+    let started = std::time::Instant::now();
+    let sdk = crate::aws::sdk_config().await;
+    let clients = Clients {
+        ddb: aws_sdk_dynamodb::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+    };
+    let store = AwsSecretStore::new(&sdk, &references);
+    let loaded = started.elapsed();
+    if !references.is_empty() {
+        tracing::info!(references = ?references.describe(), refresh_s = references.refresh.as_secs(), "secrets by reference");
+    }
+    let sqs = queue_var.map(|_| &clients.sqs);
+    let (resolved, ()) =
+        futures::future::join(references.resolve(&store), warm_up.run(&clients.ddb, sqs)).await;
+    let resolved = resolved.map_err(ConfigError::refused)?;
+    tracing::debug!(
+        sdk_us = loaded.as_micros() as u64,
+        fetch_and_warm_up_us = (started.elapsed() - loaded).as_micros() as u64,
+        "init timings"
+    );
+    let first = build(&resolved, &clients)?;
+    Ok(Refreshing::new(
+        first,
+        resolved,
+        references,
+        store,
+        move |resolved: &Resolved| build(resolved, &clients),
+    ))
+}
+
+/// The AWS clients a function is built with (made once at init, shared by every rebuild).
+pub struct Clients {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+/// The ingest Lambda, started.
+pub async fn start_ingest() -> Result<Started<IngestFunction>, ConfigError> {
+    start(INGEST_PREFIX, Some("LEAD_QUEUE_URL"), |resolved, c| {
+        let config = IngestConfig::read(&with_resolved(&process_env(), resolved))?;
+        Ok(ingest(config, &c.ddb, &c.sqs))
+    })
+    .await
+}
+
+/// The router Lambda, started.
+pub async fn start_router() -> Result<Started<RouterFunction>, ConfigError> {
+    start(DELIVERY_PREFIX, None, |resolved, c| {
+        let config = RouterConfig::read(&with_resolved(&process_env(), resolved))?;
+        tracing::info!(destinations = ?config.destinations, rules = config.settings.rules.len(), "router configured");
+        router(config, &c.ddb).map_err(ConfigError::refused)
+    })
+    .await
+}
+
+/// The feeder Lambda, started.
+pub async fn start_feeder() -> Result<Started<FeederFunction>, ConfigError> {
+    start(FEED_PREFIX, None, |resolved, c| {
+        let config = FeederConfig::read(&with_resolved(&process_env(), resolved))?;
+        tracing::info!(webhooks = ?config.settings.webhooks, limit = config.settings.limit, "feeder configured");
+        feeder(config, &c.ddb, &c.sqs).map_err(ConfigError::refused)
+    })
+    .await
 }

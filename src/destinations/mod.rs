@@ -50,10 +50,22 @@ impl DestinationSettings {
     pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let signing = match env.optional("OUTBOUND_SIGNING_SECRET") {
             None => None,
-            Some(s) => Some(SigningKey::parse(&s).ok_or(ConfigError::Invalid {
-                var: "OUTBOUND_SIGNING_SECRET",
-                reason: "expected whsec_ followed by base64".into(),
-            })?),
+            Some(s) => {
+                let key = SigningKey::parse(&s).ok_or(ConfigError::Invalid {
+                    var: "OUTBOUND_SIGNING_SECRET",
+                    reason: "expected whsec_ followed by base64".into(),
+                })?;
+                if key.len() < crate::auth::MIN_SECRET_BYTES {
+                    return Err(ConfigError::Invalid {
+                        var: "OUTBOUND_SIGNING_SECRET",
+                        reason: format!(
+                            "its key is shorter than {} bytes: use a long random value",
+                            crate::auth::MIN_SECRET_BYTES
+                        ),
+                    });
+                }
+                Some(key)
+            }
         };
         let webhook = |var| -> Result<Option<Webhook>, ConfigError> {
             Ok(env.url(var)?.map(|u| Webhook::new(u, signing.clone())))

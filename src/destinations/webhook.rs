@@ -27,6 +27,15 @@ impl SigningKey {
         let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
         (!key.is_empty()).then_some(SigningKey(key))
     }
+
+    /// The decoded key's length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[derive(Clone)]

@@ -22,8 +22,6 @@ pub struct FeederConfig {
     pub dead_letter_url: Option<String>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    /// 0 turns the warm-up off.
-    pub warm_up: Duration,
 }
 
 impl FeederConfig {
@@ -79,7 +77,6 @@ impl FeederConfig {
             dead_letter_url: env.url("FEEDER_DLQ_URL")?,
             connect_timeout: http.connect,
             request_timeout: http.request,
-            warm_up: env.warm_up()?,
         })
     }
 }

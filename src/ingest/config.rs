@@ -1,7 +1,5 @@
 //! The ingest function's configuration (docs/configuration.md).
 
-use std::time::Duration;
-
 use super::IngestSettings;
 use crate::auth::{DEFAULT_TOLERANCE_SECONDS, Secrets};
 use crate::config::{ConfigError, Env, process_env};
@@ -20,8 +18,6 @@ pub struct IngestConfig {
     pub settings: IngestSettings,
     pub table: String,
     pub queue_url: String,
-    /// 0 turns the warm-up off.
-    pub warm_up: Duration,
 }
 
 impl IngestConfig {
@@ -56,7 +52,6 @@ impl IngestConfig {
             settings,
             table: env.required("IDEMPOTENCY_TABLE")?,
             queue_url: env.required("LEAD_QUEUE_URL")?,
-            warm_up: env.warm_up()?,
         })
     }
 }

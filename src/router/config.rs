@@ -30,8 +30,6 @@ pub struct RouterConfig {
     pub table: String,
     pub destinations: DestinationSettings,
     pub connect_timeout: Duration,
-    /// 0 turns the warm-up off.
-    pub warm_up: Duration,
 }
 
 impl RouterConfig {
@@ -63,7 +61,6 @@ impl RouterConfig {
             table: env.required("IDEMPOTENCY_TABLE")?,
             destinations,
             connect_timeout: http.connect,
-            warm_up: env.warm_up()?,
         })
     }
 }
@@ -105,6 +102,10 @@ mod tests {
         assert!(e.to_string().contains("SLACK_WEBHOOK_URL"), "{e}");
         let e = router(&[t, ("OUTBOUND_SIGNING_SECRET", "plain")]).unwrap_err();
         assert!(e.to_string().contains("OUTBOUND_SIGNING_SECRET"), "{e}");
+        // whsec_ of "short-key" (9 bytes).
+        let e = router(&[t, ("OUTBOUND_SIGNING_SECRET", "whsec_c2hvcnQta2V5")]).unwrap_err();
+        assert!(e.to_string().contains("shorter than 16 bytes"), "{e}");
+        assert!(!e.to_string().contains("c2hvcnQta2V5"), "{e}");
         let e = router(&[t, ("RETRY_CAP_MS", "0")]).unwrap_err();
         assert!(e.to_string().contains("RETRY_CAP_MS"), "{e}");
         let c = router(&[
