@@ -11,6 +11,9 @@
 - Every function and the access logs have a log group kept LogRetentionDays.
 - Each function reaches only its own items in the table (dynamodb:LeadingKeys on the prefix
   src/table.rs gives it).
+- No secret is in a function's environment: every secret variable (SECRET_VARIABLES in
+  src/secret_refs/mod.rs) is a reference to the stack's secret (or the ExistingSecretArn), and
+  each function may read that secret only (secretsmanager:GetSecretValue, no other resource).
 - `--self-test` breaks each of those in a copy of the template and checks that it is caught.
 - `cargo lambda build` (sam build) runs without the default `cli` feature, and that build links none of the CLI's crates.
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
@@ -25,7 +28,7 @@ import tomllib
 from cfnlint.decode import cfn_yaml
 
 SECRET_PARAM = re.compile(r"(secret|token|password|webhookurl|key$)", re.IGNORECASE)
-NOT_SECRET = {"IdempotencyKey"}
+NOT_SECRET = {"IdempotencyKey", "ExistingSecretArn", "SecretsRefreshSeconds"}
 SQS_MAX = 1048576
 # Crates only `clayhook` (the operator CLI) needs; `console` comes with indicatif.
 CLI_CRATES = {"clap", "csv", "indicatif", "console"}
@@ -51,9 +54,47 @@ def table_prefixes():
     return dict(re.findall(r'pub const ([A-Z_]+_PREFIX): &str = "([^"]+)";', text))
 
 
-def guard_checks(t):
-    """Throttling, access logs, log retention and per-function LeadingKeys."""
+def secret_variables():
+    text = open("src/secret_refs/mod.rs").read()
+    block = text.split("pub const SECRET_VARIABLES: &[&str] = &[", 1)[1].split("];", 1)[0]
+    return re.findall(r'"([A-Z_]+)"', block)
+
+
+SECRET = {"Fn::If": ["CreateSecret", {"Ref": "SecretSettings"}, {"Ref": "ExistingSecretArn"}]}
+
+
+def secret_checks(t):
+    """Secrets by reference only, and each function reads only the stack's secret."""
     results = []
+    names = secret_variables()
+    results.append(("src/secret_refs/mod.rs lists the secret variables", len(names) >= 10, names))
+    for name, res in t["Resources"].items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        env = res["Properties"].get("Environment", {}).get("Variables", {})
+        held = [v for v in names if v in env]
+        results.append((f"{name} holds some secret variable", bool(held), held))
+        for var in held:
+            want = {"Fn::Sub": [f"${{Secret}}#{var}", {"Secret": SECRET}]}
+            results.append((f"{name} {var} is a reference to the secret", env[var] == want, env[var]))
+        reads = [st for st in statements(res) if "secretsmanager:GetSecretValue" in json.dumps(st.get("Action"))]
+        results.append((f"{name} may read the secret and nothing else of Secrets Manager",
+                        len(reads) == 1 and reads[0].get("Resource") == SECRET
+                        and reads[0].get("Action") == ["secretsmanager:GetSecretValue"], reads))
+    secret = t["Resources"].get("SecretSettings", {})
+    body = secret.get("Properties", {}).get("SecretString", {}).get("Fn::Sub", "")
+    try:
+        keys = set(json.loads(re.sub(r"\$\{[^}]+\}", "x", body)))
+    except ValueError:
+        keys = set()
+    results.append(("the stack's secret is a JSON object with every secret variable",
+                    secret.get("Condition") == "CreateSecret" and keys == set(names), sorted(keys)))
+    return results
+
+
+def guard_checks(t):
+    """Throttling, access logs, log retention, per-function LeadingKeys, secrets."""
+    results = secret_checks(t)
     resources = t["Resources"]
     retention = {"Ref": "LogRetentionDays"}
 
@@ -115,6 +156,13 @@ def self_test(path):
         "no function log group": lambda t: t["Resources"]["FeederFunction"]["Properties"]["LoggingConfig"].pop("LogGroup"),
         "router reaches every item": lambda t: [
             st.pop("Condition") for st in statements(t["Resources"]["RouterFunction"]) if "Condition" in st],
+        "a secret as a plain variable": lambda t: t["Resources"]["RouterFunction"]["Properties"]["Environment"][
+            "Variables"].update({"HUBSPOT_ACCESS_TOKEN": {"Ref": "HubSpotAccessToken"}}),
+        "every secret readable": lambda t: [
+            st.update({"Resource": "*"}) for st in statements(t["Resources"]["IngestFunction"])
+            if "secretsmanager:GetSecretValue" in json.dumps(st.get("Action"))],
+        "a key missing from the stack's secret": lambda t: t["Resources"]["SecretSettings"]["Properties"].update(
+            {"SecretString": {"Fn::Sub": '{"CLAY_WEBHOOK_SECRETS":"${ClayWebhookSecrets}"}'}}),
         "ingest reaches another prefix": lambda t: [
             st["Condition"]["ForAllValues:StringLike"].update({"dynamodb:LeadingKeys": ["delivery#*"]})
             for st in statements(t["Resources"]["IngestFunction"]) if "Condition" in st],

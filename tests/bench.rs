@@ -421,6 +421,25 @@ async fn bench_table() {
     peer_env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
 
     let ours_cold = cold_starts("ingest", &ingest_bin, &env, |i| ingest_event(i, "cold")).await;
+    // The template's way: the secret list fetched from Secrets Manager at start, concurrently
+    // with the connection warm-up (issue 16's INIT cost, before and after).
+    let sm = aws_sdk_secretsmanager::Client::new(&support::sdk_config(moto_url()).await);
+    let secret = support::unique("clayhook/bench");
+    sm.create_secret()
+        .name(&secret)
+        .secret_string(json!({"CLAY_WEBHOOK_SECRETS": env["CLAY_WEBHOOK_SECRETS"]}).to_string())
+        .send()
+        .await
+        .expect("create secret");
+    let mut env_by_reference = env.clone();
+    env_by_reference.insert(
+        "CLAY_WEBHOOK_SECRETS".into(),
+        format!("secretsmanager:{secret}#CLAY_WEBHOOK_SECRETS"),
+    );
+    let by_reference = cold_starts("ingest-secret-ref", &ingest_bin, &env_by_reference, |i| {
+        ingest_event(i, "cold-ref")
+    })
+    .await;
     let peer_cold = cold_starts("peer", &peer_bin, &peer_env, |i| {
         ingest_event(i, "peer-cold")
     })
@@ -481,6 +500,20 @@ async fn bench_table() {
             "≤ 15 ms and ≥ 8× faster than the peer",
             oi <= 15.0 && pi / oi >= 8.0,
         )),
+    );
+    t.row(
+        "ingest INIT, secrets from Secrets Manager, median",
+        median(&by_reference.init),
+        Some(pi),
+        "ms",
+        None,
+    );
+    t.row(
+        "ingest first invocation, secrets from Secrets Manager, median",
+        median(&by_reference.first),
+        Some(median(&peer_cold.first)),
+        "ms",
+        None,
     );
     t.row(
         "ingest INIT, p90",

@@ -86,11 +86,6 @@ pub enum SecretRefError {
         var: &'static str,
         reference: String,
     },
-    #[error("{var}: {reference} has no such key")]
-    MissingKey {
-        var: &'static str,
-        reference: String,
-    },
 }
 
 impl SecretReference {
@@ -238,7 +233,7 @@ impl SecretReferences {
 }
 
 /// The whole text, or the key's value in its JSON object (a string as is, a number or boolean
-/// as written, null as unset).
+/// as written, null or a missing key as unset).
 fn value_of(
     var: &'static str,
     reference: &SecretReference,
@@ -257,10 +252,13 @@ fn value_of(
         }
     };
     match object.get(key) {
-        None => Err(SecretRefError::MissingKey {
-            var,
-            reference: reference.to_string(),
-        }),
+        // The template's variables name every key; a secret a team keeps itself may hold only
+        // the ones it uses: a missing key is an unset variable (a required one then stops the
+        // start under its own name).
+        None => {
+            tracing::info!(variable = var, reference = %reference, "the secret has no such key: the variable is unset");
+            Ok(String::new())
+        }
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
         Some(serde_json::Value::Null) => Ok(String::new()),
         Some(other) => Ok(other.to_string()),

@@ -138,6 +138,10 @@ async fn one_fetch_per_secret_and_each_variable_reads_its_key() {
             "secretsmanager:clayhook/app#HUBSPOT_ACCESS_TOKEN",
         ),
         ("OUTBOUND_SIGNING_SECRET", "ssm:/clayhook/signing"),
+        (
+            "CRM_WEBHOOK_URL",
+            "secretsmanager:clayhook/app#CRM_WEBHOOK_URL",
+        ),
         // Not a secret variable: left as it is.
         ("IDEMPOTENCY_TABLE", "ssm:/not/fetched"),
         ("NURTURE_WEBHOOK_URL", "https://example.com/nurture"),
@@ -149,6 +153,8 @@ async fn one_fetch_per_secret_and_each_variable_reads_its_key() {
     assert_eq!(resolved["SLACK_WEBHOOK_URL"], "");
     assert_eq!(resolved["ZAPIER_WEBHOOK_URL"], "");
     assert_eq!(resolved["HUBSPOT_ACCESS_TOKEN"], "12345");
+    // A key the secret lacks: unset, never the reference itself.
+    assert_eq!(resolved["CRM_WEBHOOK_URL"], "");
     assert!(resolved["OUTBOUND_SIGNING_SECRET"].starts_with("whsec_"));
     assert!(!resolved.contains_key("IDEMPOTENCY_TABLE"));
     assert!(!resolved.contains_key("NURTURE_WEBHOOK_URL"));

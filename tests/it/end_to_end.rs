@@ -8,6 +8,8 @@
 
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 
 use crate::support::emulator::{emulate, event_file, function_env, invoke, required_env};
 use crate::support::{Aws, moto_url};

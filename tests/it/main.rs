@@ -15,3 +15,4 @@ mod ingest;
 mod local;
 mod push;
 mod router;
+mod secrets;
