@@ -60,6 +60,10 @@ pub enum LocalError {
     Setup(String),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(
+        "clayhook local takes secret values, not references (AWS here is moto): set the value of {0}"
+    )]
+    SecretReferences(String),
 }
 
 fn setup<E: std::fmt::Display>(e: E) -> LocalError {
@@ -238,6 +242,14 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
         ("FEEDER_DLQ_URL", resources.intake.dead_letter_url.clone()),
     ]);
     let env = Env(move |k: &str| overrides.get(k).cloned().or_else(|| (process.0)(k)));
+    // AWS here is moto, which holds none of your secrets: a reference would be taken for the
+    // value itself (a token that is really `secretsmanager:...`), so say so instead.
+    let references = crate::secret_refs::SecretReferences::read(&env)?;
+    if !references.is_empty() {
+        return Err(LocalError::SecretReferences(
+            references.describe().join(", "),
+        ));
+    }
     let ingest_config = IngestConfig::read(&env)?;
     // For the printed `curl`.
     let sample_token = ingest_config

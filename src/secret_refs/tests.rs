@@ -176,10 +176,6 @@ async fn what_cannot_be_read_stops_the_start_naming_variable_and_reference_only(
     );
     let cases = [
         (
-            "secretsmanager:clayhook/app#CLAY_WEBHOOK_SECRETS",
-            "has no such key",
-        ),
-        (
             "secretsmanager:plain#CLAY_WEBHOOK_SECRETS",
             "not a JSON object",
         ),
@@ -192,6 +188,27 @@ async fn what_cannot_be_read_stops_the_start_naming_variable_and_reference_only(
         assert!(err.starts_with("CLAY_WEBHOOK_SECRETS: "), "{err}");
         assert!(!err.contains("tok-0123"), "{err}");
     }
+    // A key the secret lacks leaves the variable unset: ingest then refuses under its own name.
+    let refs = references(&[(
+        "CLAY_WEBHOOK_SECRETS",
+        "secretsmanager:clayhook/app#CLAY_WEBHOOK_SECRETS",
+    )]);
+    let resolved = refs.resolve(&store).await.unwrap();
+    let env = env_of(&[
+        (
+            "CLAY_WEBHOOK_SECRETS",
+            "secretsmanager:clayhook/app#CLAY_WEBHOOK_SECRETS",
+        ),
+        ("IDEMPOTENCY_TABLE", "t"),
+        ("LEAD_QUEUE_URL", "http://q"),
+    ]);
+    let err =
+        crate::ingest::config::IngestConfig::read(&crate::config::with_resolved(&env, &resolved))
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("CLAY_WEBHOOK_SECRETS is empty"),
+        "{err}"
+    );
 }
 
 #[test]

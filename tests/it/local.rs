@@ -227,3 +227,28 @@ async fn the_local_pipeline_receives_routes_and_feeds_clay_then_stops_on_sigterm
         "moto_server outlived the pipeline"
     );
 }
+
+/// A secret reference in `clayhook local` would be taken for the value (moto holds no secrets):
+/// it stops with a message naming the variable instead.
+#[test]
+fn the_local_pipeline_refuses_secret_references() {
+    let out = Command::new(env!("CARGO_BIN_EXE_clayhook"))
+        .args(["local", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--moto-port", &free_port().to_string()])
+        .env("MOTO_SERVER", moto_path())
+        .env("CLAY_WEBHOOK_SECRETS", "local-test-token-0123456789")
+        .env(
+            "SLACK_WEBHOOK_URL",
+            "secretsmanager:clayhook/app#SLACK_WEBHOOK_URL",
+        )
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("clayhook local");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("takes secret values, not references")
+            && stderr.contains("SLACK_WEBHOOK_URL=secretsmanager:clayhook/app#SLACK_WEBHOOK_URL"),
+        "{stderr}"
+    );
+}
