@@ -14,6 +14,9 @@
 - No secret is in a function's environment: every secret variable (SECRET_VARIABLES in
   src/secret_refs/mod.rs) is a reference to the stack's secret (or the ExistingSecretArn), and
   each function may read that secret only (secretsmanager:GetSecretValue, no other resource).
+- Retries over hours agree: the router knows its queue, DLQ and schedule, may change visibility
+  and send to the DLQ, the default MaxReceiveCount covers the default RetrySchedule's receives,
+  and the lead queue keeps messages at least a day past the schedule.
 - `--self-test` breaks each of those in a copy of the template and checks that it is caught.
 - `cargo lambda build` (sam build) runs without the default `cli` feature, and that build links none of the CLI's crates.
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
@@ -92,9 +95,59 @@ def secret_checks(t):
     return results
 
 
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(text):
+    text = str(text).strip()
+    unit = text[-1] if text[-1] in UNITS else "s"
+    return int(text.rstrip("smhd")) * UNITS[unit]
+
+
+def schedule_receives_and_total(steps, total):
+    """As src/delivery/schedule.rs: the listed waits, then the last until the total."""
+    waits = [seconds(s) for s in str(steps).split(",") if s.strip()]
+    while sum(waits) < seconds(total):
+        waits.append(waits[-1])
+    return len(waits) + 1, sum(waits)
+
+
+def retry_checks(t):
+    results = []
+    params = t.get("Parameters", {})
+    resources = t["Resources"]
+    router = resources["RouterFunction"]["Properties"]
+    env = router["Environment"]["Variables"]
+    want = {"LEAD_QUEUE_URL": {"Ref": "LeadQueue"}, "LEAD_DLQ_URL": {"Ref": "LeadDeadLetterQueue"},
+            "RETRY_SCHEDULE": {"Ref": "RetrySchedule"}, "RETRY_SCHEDULE_TOTAL": {"Ref": "RetryScheduleTotal"},
+            "MAX_RECEIVE_COUNT": {"Ref": "MaxReceiveCount"}}
+    for var, value in want.items():
+        results.append((f"the router's {var} is {value}", env.get(var) == value, env.get(var)))
+    queue = resources["LeadQueue"]["Properties"]
+    redrive = queue.get("RedrivePolicy", {})
+    results.append(("the lead queue's maxReceiveCount is MaxReceiveCount",
+                    redrive.get("maxReceiveCount") == {"Ref": "MaxReceiveCount"}, redrive))
+    receives, total = schedule_receives_and_total(params["RetrySchedule"]["Default"], params["RetryScheduleTotal"]["Default"])
+    backstop = int(params["MaxReceiveCount"]["Default"])
+    results.append((f"the default MaxReceiveCount ({backstop}) covers the default schedule's {receives} receives",
+                    backstop >= receives, (backstop, receives)))
+    retention = int(queue.get("MessageRetentionPeriod", 345600))
+    results.append((f"the lead queue keeps messages a day past the schedule ({total} s)",
+                    retention >= total + 86400, retention))
+    dlq = int(resources["LeadDeadLetterQueue"]["Properties"].get("MessageRetentionPeriod", 345600))
+    results.append(("the DLQ keeps messages as long as the lead queue", dlq >= retention, dlq))
+    may = {a: st.get("Resource") for st in statements(resources["RouterFunction"])
+           for a in ([st.get("Action")] if isinstance(st.get("Action"), str) else st.get("Action", []))}
+    results.append(("the router may change visibility on the lead queue",
+                    may.get("sqs:ChangeMessageVisibility") == {"Fn::GetAtt": ["LeadQueue", "Arn"]}, may.get("sqs:ChangeMessageVisibility")))
+    results.append(("the router may send to the lead DLQ (and only there)",
+                    may.get("sqs:SendMessage") == {"Fn::GetAtt": ["LeadDeadLetterQueue", "Arn"]}, may.get("sqs:SendMessage")))
+    return results
+
+
 def guard_checks(t):
-    """Throttling, access logs, log retention, per-function LeadingKeys, secrets."""
-    results = secret_checks(t)
+    """Throttling, access logs, log retention, per-function LeadingKeys, secrets, retries."""
+    results = secret_checks(t) + retry_checks(t)
     resources = t["Resources"]
     retention = {"Ref": "LogRetentionDays"}
 
@@ -163,6 +216,11 @@ def self_test(path):
             if "secretsmanager:GetSecretValue" in json.dumps(st.get("Action"))],
         "a key missing from the stack's secret": lambda t: t["Resources"]["SecretSettings"]["Properties"].update(
             {"SecretString": {"Fn::Sub": '{"CLAY_WEBHOOK_SECRETS":"${ClayWebhookSecrets}"}'}}),
+        "a receive count below the schedule": lambda t: t["Parameters"]["MaxReceiveCount"].update({"Default": 5}),
+        "a retention shorter than the schedule": lambda t: t["Resources"]["LeadQueue"]["Properties"].update(
+            {"MessageRetentionPeriod": 86400}),
+        "a router that cannot reach its DLQ": lambda t: t["Resources"]["RouterFunction"]["Properties"]["Environment"][
+            "Variables"].pop("LEAD_DLQ_URL"),
         "ingest reaches another prefix": lambda t: [
             st["Condition"]["ForAllValues:StringLike"].update({"dynamodb:LeadingKeys": ["delivery#*"]})
             for st in statements(t["Resources"]["IngestFunction"]) if "Condition" in st],

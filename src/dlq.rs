@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::delivery::http::redact;
 use crate::envelope::Envelope;
+use crate::queue::sqs::{REASON_ATTRIBUTE, RECEIVES_ATTRIBUTE};
 use crate::router::ledger::DeliveryLedger;
 use crate::router::rules::{DestinationName, RoutingRule, route};
 
@@ -41,6 +42,8 @@ pub struct DeadLetter {
     pub receipt_handle: String,
     pub body: String,
     pub receive_count: Option<u32>,
+    /// Why the router put it there (records SQS moved after `maxReceiveCount` have none).
+    pub reason: Option<String>,
     pub trace_header: Option<String>,
     pub envelope: Option<Envelope>,
     /// Destinations the ledger has recorded as delivered.
@@ -71,6 +74,7 @@ impl<L: DeliveryLedger> DeadLetters<L> {
                 .max_number_of_messages((max - all.len()).min(10) as i32)
                 .visibility_timeout(visibility)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
                 .send()
                 .await
                 .map_err(sqs_err)?;
@@ -107,6 +111,12 @@ impl<L: DeliveryLedger> DeadLetters<L> {
         let body = m.body.clone().unwrap_or_default();
         let attrs = m.attributes.clone().unwrap_or_default();
         let envelope = Envelope::parse(&body).ok();
+        let custom = |name: &str| {
+            m.message_attributes
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.string_value.clone())
+        };
         let mut delivered = Vec::new();
         let mut owed = Vec::new();
         if let Some(env) = &envelope {
@@ -128,9 +138,15 @@ impl<L: DeliveryLedger> DeadLetters<L> {
             message_id: m.message_id.clone().unwrap_or_default(),
             receipt_handle: m.receipt_handle.clone().unwrap_or_default(),
             body,
-            receive_count: attrs
-                .get(&MessageSystemAttributeName::ApproximateReceiveCount)
-                .and_then(|c| c.parse().ok()),
+            // The router's own count on the lead queue when it moved the record, else SQS's.
+            receive_count: custom(RECEIVES_ATTRIBUTE)
+                .and_then(|c| c.parse().ok())
+                .or_else(|| {
+                    attrs
+                        .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|c| c.parse().ok())
+                }),
+            reason: custom(REASON_ATTRIBUTE),
             trace_header: attrs
                 .get(&MessageSystemAttributeName::AwsTraceHeader)
                 .cloned(),
@@ -263,6 +279,7 @@ fn placeholder(m: &Message) -> DeadLetter {
         receipt_handle: String::new(),
         body: String::new(),
         receive_count: None,
+        reason: None,
         trace_header: None,
         envelope: None,
         delivered: Vec::new(),
@@ -294,7 +311,7 @@ impl DeadLetter {
     pub fn line(&self) -> String {
         match &self.envelope {
             Some(env) => format!(
-                "{}  lead {}  source {}  received {}  receives {}  delivered {}  owed {}",
+                "{}  lead {}  source {}  received {}  receives {}  delivered {}  owed {}  reason {}",
                 self.message_id,
                 env.id,
                 env.source.as_deref().unwrap_or("-"),
@@ -302,6 +319,7 @@ impl DeadLetter {
                 self.receive_count.map_or("?".into(), |c| c.to_string()),
                 names(&self.delivered),
                 names(&self.owed),
+                self.reason.as_deref().unwrap_or("-"),
             ),
             None => format!(
                 "{}  not a clayhook envelope ({} bytes)  receives {}",
@@ -326,6 +344,7 @@ impl DeadLetter {
             "message_id": self.message_id,
             "lead_id": self.envelope.as_ref().map(|e| e.id.clone()),
             "receive_count": self.receive_count,
+            "reason": self.reason,
             "trace_header": self.trace_header,
             "delivered": self.delivered.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
             "owed": self.owed.iter().map(|d| d.as_str()).collect::<Vec<_>>(),

@@ -12,7 +12,7 @@ use crate::feed::sqs::SqsIntake;
 use crate::idempotency::dynamodb::DynamoDbIdempotencyStore;
 use crate::ingest::Ingest;
 use crate::ingest::config::IngestConfig;
-use crate::queue::sqs::SqsLeadQueue;
+use crate::queue::sqs::{SqsLeadQueue, SqsRedelivery};
 use crate::router::Router;
 use crate::router::config::RouterConfig;
 use crate::router::ledger::DynamoDbDeliveryLedger;
@@ -21,7 +21,7 @@ use crate::secret_refs::{Refreshing, Resolved, SecretReferences};
 use crate::table::{DELIVERY_PREFIX, FEED_PREFIX, INGEST_PREFIX};
 
 pub type IngestFunction = Ingest<DynamoDbIdempotencyStore, SqsLeadQueue>;
-pub type RouterFunction = Router<DynamoDbDeliveryLedger, HttpDestinations>;
+pub type RouterFunction = Router<DynamoDbDeliveryLedger, HttpDestinations, Option<SqsRedelivery>>;
 pub type FeederFunction = Feeder<DynamoDbFeedStore, SqsIntake>;
 
 /// Ingest on its table and lead queue.
@@ -37,15 +37,20 @@ pub fn ingest(
     }
 }
 
-/// The router on its ledger, with one HTTP client for every destination.
+/// The router on its ledger, with one HTTP client for every destination, and its queue (for
+/// retries over hours) when it knows it.
 pub fn router(
     config: RouterConfig,
     ddb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
 ) -> Result<RouterFunction, reqwest::Error> {
     Ok(Router {
         settings: config.settings,
         ledger: DynamoDbDeliveryLedger::new(ddb.clone(), config.table),
         destinations: HttpDestinations::new(config.destinations, config.connect_timeout)?,
+        redelivery: config
+            .redelivery
+            .map(|(queue, dlq)| SqsRedelivery::new(sqs.clone(), queue, dlq)),
     })
 }
 
@@ -132,7 +137,7 @@ pub async fn start_router() -> Result<Started<RouterFunction>, ConfigError> {
     start(DELIVERY_PREFIX, None, |resolved, c| {
         let config = RouterConfig::read(&with_resolved(&process_env(), resolved))?;
         tracing::info!(destinations = ?config.destinations, rules = config.settings.rules.len(), "router configured");
-        router(config, &c.ddb).map_err(ConfigError::refused)
+        router(config, &c.ddb, &c.sqs).map_err(ConfigError::refused)
     })
     .await
 }

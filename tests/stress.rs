@@ -203,9 +203,11 @@ async fn router_faults() -> Row {
             request_timeout: Duration::from_millis(800),
             delivery_ttl_seconds: 3600,
             max_receive_count: None,
+            schedule: Default::default(),
         },
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(destinations, Duration::from_millis(500)).unwrap(),
+        redelivery: clayhook::queue::NoRedelivery,
     };
 
     // 500 leads with seeded scores; what each must reach.

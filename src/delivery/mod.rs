@@ -5,3 +5,4 @@
 pub mod http;
 pub mod names;
 pub mod retry;
+pub mod schedule;

@@ -29,7 +29,11 @@ pub const LOCAL_INTAKE: &str = "clayhook-intake";
 pub const LOCAL_INTAKE_DLQ: &str = "clayhook-intake-dlq";
 /// Local redeliveries come back quickly so failures are visible.
 const LOCAL_VISIBILITY_SECONDS: i32 = 10;
-const LOCAL_MAX_RECEIVE_COUNT: u32 = 5;
+/// A backstop only: the router itself moves a record to the DLQ when its schedule is over.
+const LOCAL_MAX_RECEIVE_COUNT: u32 = 1000;
+/// Locally a failing lead comes back every 10 s and reaches the DLQ after 5 receives, unless
+/// `RETRY_SCHEDULE` / `RETRY_SCHEDULE_TOTAL` say otherwise.
+const LOCAL_RETRY_SCHEDULE: (&str, &str) = ("10s", "40s");
 /// As the template's FeederMaxReceiveCount: held-back rows come back many times by design.
 const LOCAL_INTAKE_MAX_RECEIVE_COUNT: u32 = 1000;
 
@@ -234,13 +238,19 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
     let secrets = process
         .optional("CLAY_WEBHOOK_SECRETS")
         .unwrap_or_else(|| format!("local-{:016x}", fastrand::u64(..)));
-    let overrides: HashMap<&str, String> = HashMap::from([
+    let mut overrides: HashMap<&str, String> = HashMap::from([
         ("CLAY_WEBHOOK_SECRETS", secrets.clone()),
         ("IDEMPOTENCY_TABLE", LOCAL_TABLE.to_string()),
         ("LEAD_QUEUE_URL", queue_url.clone()),
+        ("LEAD_DLQ_URL", resources.leads.dead_letter_url.clone()),
+        ("MAX_RECEIVE_COUNT", LOCAL_MAX_RECEIVE_COUNT.to_string()),
         ("FEEDER_QUEUE_URL", resources.intake.url.clone()),
         ("FEEDER_DLQ_URL", resources.intake.dead_letter_url.clone()),
     ]);
+    if process.optional("RETRY_SCHEDULE").is_none() {
+        overrides.insert("RETRY_SCHEDULE", LOCAL_RETRY_SCHEDULE.0.into());
+        overrides.insert("RETRY_SCHEDULE_TOTAL", LOCAL_RETRY_SCHEDULE.1.into());
+    }
     let env = Env(move |k: &str| overrides.get(k).cloned().or_else(|| (process.0)(k)));
     // AWS here is moto, which holds none of your secrets: a reference would be taken for the
     // value itself (a token that is really `secretsmanager:...`), so say so instead.
@@ -266,13 +276,14 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
 
     let ingest = Arc::new(crate::wiring::ingest(ingest_config, &ddb, &sqs));
     // As in Lambda, but destinations that are not configured print what they would receive.
-    let router = crate::wiring::router(router_config, &ddb)?;
+    let router = crate::wiring::router(router_config, &ddb, &sqs)?;
     let router = Router {
         settings: router.settings,
         ledger: router.ledger,
         destinations: PrintingDestinations {
             inner: router.destinations,
         },
+        redelivery: router.redelivery,
     };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -29,3 +29,76 @@ pub trait LeadQueue: Send + Sync {
         message: &OutgoingMessage,
     ) -> impl Future<Output = Result<String, QueueError>> + Send;
 }
+
+/// A record on its way to the dead-letter queue, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter<'a> {
+    /// The record's body, as received.
+    pub body: &'a str,
+    /// Why it is there (no lead data, no secret): `permanent: crm answered 400`, ...
+    pub reason: &'a str,
+    /// Receives it had.
+    pub receives: u32,
+    /// The FIFO message group it came from, if any.
+    pub group: Option<&'a str>,
+    /// Its message id (the FIFO deduplication id in the DLQ).
+    pub message_id: &'a str,
+}
+
+/// What the router asks of the queue a record came from: wait longer before the next receive
+/// (retries over hours), or go to the dead-letter queue now, with the reason. Without a queue to
+/// ask ([`Redelivery::enabled`] false) a failed record just fails, and the queue's own visibility
+/// timeout and `maxReceiveCount` apply.
+pub trait Redelivery: Send + Sync {
+    fn enabled(&self) -> bool;
+    /// The record comes back after `wait` (its visibility timeout, from now).
+    fn delay(
+        &self,
+        receipt_handle: &str,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Puts the record on the dead-letter queue; the caller then deletes it from the queue.
+    fn dead_letter(
+        &self,
+        record: &DeadLetter<'_>,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// No queue to ask: failed records fail, as they did before retries over hours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRedelivery;
+
+impl Redelivery for NoRedelivery {
+    fn enabled(&self) -> bool {
+        false
+    }
+    async fn delay(&self, _: &str, _: std::time::Duration) -> Result<(), QueueError> {
+        Err(QueueError("no queue to change".into()))
+    }
+    async fn dead_letter(&self, _: &DeadLetter<'_>) -> Result<(), QueueError> {
+        Err(QueueError("no dead-letter queue".into()))
+    }
+}
+
+/// A queue to ask, or none.
+impl<R: Redelivery> Redelivery for Option<R> {
+    fn enabled(&self) -> bool {
+        self.as_ref().is_some_and(R::enabled)
+    }
+    async fn delay(
+        &self,
+        receipt_handle: &str,
+        wait: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        match self {
+            Some(r) => r.delay(receipt_handle, wait).await,
+            None => NoRedelivery.delay(receipt_handle, wait).await,
+        }
+    }
+    async fn dead_letter(&self, record: &DeadLetter<'_>) -> Result<(), QueueError> {
+        match self {
+            Some(r) => r.dead_letter(record).await,
+            None => NoRedelivery.dead_letter(record).await,
+        }
+    }
+}

@@ -2,9 +2,11 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
+};
 
-use super::{LeadQueue, OutgoingMessage, QueueError};
+use super::{DeadLetter, LeadQueue, OutgoingMessage, QueueError, Redelivery};
 
 #[derive(Clone, Debug)]
 pub struct SqsLeadQueue {
@@ -50,5 +52,85 @@ impl LeadQueue for SqsLeadQueue {
             .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
         out.message_id
             .ok_or_else(|| QueueError("SQS accepted the message but returned no id".into()))
+    }
+}
+
+/// [`Redelivery`] on the lead queue and its dead-letter queue: `ChangeMessageVisibility`, and
+/// `SendMessage` with the reason as message attributes (`clayhook dlq` shows them).
+#[derive(Clone, Debug)]
+pub struct SqsRedelivery {
+    client: Client,
+    queue_url: String,
+    dead_letter_url: String,
+}
+
+impl SqsRedelivery {
+    pub fn new(client: Client, queue_url: String, dead_letter_url: String) -> Self {
+        SqsRedelivery {
+            client,
+            queue_url,
+            dead_letter_url,
+        }
+    }
+}
+
+/// The message attribute holding why a record is in the DLQ.
+pub const REASON_ATTRIBUTE: &str = "clayhook_reason";
+/// The message attribute holding how many receives it had.
+pub const RECEIVES_ATTRIBUTE: &str = "clayhook_receives";
+
+fn attribute(data_type: &str, value: String) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        .map_err(|e| QueueError(e.to_string()))
+}
+
+impl Redelivery for SqsRedelivery {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    async fn delay(
+        &self,
+        receipt_handle: &str,
+        wait: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let seconds = wait.as_secs().clamp(0, 43_200) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, record: &DeadLetter<'_>) -> Result<(), QueueError> {
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(record.body)
+            .message_attributes(
+                REASON_ATTRIBUTE,
+                attribute("String", record.reason.to_string())?,
+            )
+            .message_attributes(
+                RECEIVES_ATTRIBUTE,
+                attribute("Number", record.receives.to_string())?,
+            );
+        if self.dead_letter_url.ends_with(".fifo") {
+            req = req
+                .message_group_id(record.group.unwrap_or("default"))
+                .message_deduplication_id(record.message_id);
+        }
+        req.send()
+            .await
+            .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
     }
 }

@@ -7,6 +7,7 @@ use super::rules::{RoutingRule, default_rules, parse_rules};
 use crate::config::{ConfigError, Env, process_env};
 use crate::delivery::http::HttpTimeouts;
 use crate::delivery::retry::RetryPolicy;
+use crate::delivery::schedule::RetrySchedule;
 use crate::destinations::DestinationSettings;
 
 pub const DEFAULT_ROUTER_CONCURRENCY: usize = 10;
@@ -30,6 +31,9 @@ pub struct RouterConfig {
     pub table: String,
     pub destinations: DestinationSettings,
     pub connect_timeout: Duration,
+    /// The lead queue and its DLQ (`LEAD_QUEUE_URL`, `LEAD_DLQ_URL`): with both, failing records
+    /// wait out the retry schedule and reach the DLQ with a reason.
+    pub redelivery: Option<(String, String)>,
 }
 
 impl RouterConfig {
@@ -41,6 +45,29 @@ impl RouterConfig {
         let rules = routing_rules(env)?;
         let destinations = DestinationSettings::read(env)?;
         let http = HttpTimeouts::read(env)?;
+        let schedule = RetrySchedule::read(env)?;
+        let max_receive_count = match env.number("MAX_RECEIVE_COUNT", 0u32, |_| true)? {
+            0 => None,
+            n => Some(n),
+        };
+        let redelivery = match (env.url("LEAD_QUEUE_URL")?, env.url("LEAD_DLQ_URL")?) {
+            (Some(queue), Some(dlq)) => Some((queue, dlq)),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::Missing("LEAD_DLQ_URL")),
+            (None, Some(_)) => return Err(ConfigError::Missing("LEAD_QUEUE_URL")),
+        };
+        // SQS must not end the schedule early by moving the record to the DLQ itself.
+        if let (Some(_), Some(max)) = (&redelivery, max_receive_count)
+            && max < schedule.receives()
+        {
+            return Err(ConfigError::Invalid {
+                var: "MAX_RECEIVE_COUNT",
+                reason: format!(
+                    "{max} is fewer than the {} receives RETRY_SCHEDULE takes: raise the queue's maxReceiveCount or shorten the schedule",
+                    schedule.receives()
+                ),
+            });
+        }
         Ok(RouterConfig {
             settings: RouterSettings {
                 rules,
@@ -53,14 +80,13 @@ impl RouterConfig {
                     DEFAULT_DELIVERY_TTL_SECONDS,
                     |v| *v > 0,
                 )?,
-                max_receive_count: match env.number("MAX_RECEIVE_COUNT", 0u32, |_| true)? {
-                    0 => None,
-                    n => Some(n),
-                },
+                max_receive_count,
+                schedule,
             },
             table: env.required("IDEMPOTENCY_TABLE")?,
             destinations,
             connect_timeout: http.connect,
+            redelivery,
         })
     }
 }

@@ -10,10 +10,12 @@ use futures::StreamExt;
 use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, warn};
 
-use crate::delivery::retry::{Attempt, Class, Next, Retried, RetryPolicy, drive};
+use crate::delivery::retry::{Attempt, Class, Next, Retried, RetryPolicy, classify, drive};
+use crate::delivery::schedule::RetrySchedule;
 use crate::destinations::Destinations;
 use crate::envelope::Envelope;
 use crate::metrics::Metrics;
+use crate::queue::{DeadLetter, NoRedelivery, Redelivery};
 use ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
 use rules::{DestinationName, RoutingRule, route};
 
@@ -30,12 +32,78 @@ pub struct RouterSettings {
     /// The lead queue's `maxReceiveCount` (`MAX_RECEIVE_COUNT`), when known: a record failing on
     /// that receive is counted as sent to the DLQ.
     pub max_receive_count: Option<u32>,
+    /// Waits between receives of a failing record (`RETRY_SCHEDULE`), when the router can
+    /// change its visibility ([`Redelivery`]).
+    pub schedule: RetrySchedule,
 }
 
-pub struct Router<L, D> {
+pub struct Router<L, D, Q = NoRedelivery> {
     pub settings: RouterSettings,
     pub ledger: L,
     pub destinations: D,
+    /// The queue the records come from: waits and the dead-letter queue with a reason.
+    pub redelivery: Q,
+}
+
+/// What one record came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RecordResult {
+    Done,
+    /// Some destination may still take it: again after the schedule's wait (at least
+    /// `not_before`, when a destination said so with `Retry-After`).
+    Retry {
+        not_before: Option<Duration>,
+        why: String,
+    },
+    /// Nothing a retry can change: straight to the dead-letter queue, with why.
+    Permanent {
+        why: String,
+    },
+}
+
+/// One destination's delivery, as the record sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeliveryResult {
+    Done,
+    Transient {
+        not_before: Option<Duration>,
+        why: String,
+    },
+    Permanent {
+        why: String,
+    },
+}
+
+impl RecordResult {
+    /// Retry while any destination may still take it; permanent only when none can.
+    fn of(results: Vec<DeliveryResult>) -> RecordResult {
+        let mut retry: Option<(Option<Duration>, Vec<String>)> = None;
+        let mut permanent = Vec::new();
+        for r in results {
+            match r {
+                DeliveryResult::Done => {}
+                DeliveryResult::Transient { not_before, why } => {
+                    let (wait, whys) = retry.get_or_insert((None, Vec::new()));
+                    *wait = (*wait).max(not_before);
+                    whys.push(why);
+                }
+                DeliveryResult::Permanent { why } => permanent.push(why),
+            }
+        }
+        match retry {
+            Some((not_before, mut whys)) => {
+                whys.extend(permanent);
+                RecordResult::Retry {
+                    not_before,
+                    why: whys.join("; "),
+                }
+            }
+            None if permanent.is_empty() => RecordResult::Done,
+            None => RecordResult::Permanent {
+                why: permanent.join("; "),
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +119,9 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(200);
 
 use crate::clock::epoch_ms;
 
-impl<L: DeliveryLedger, D: Destinations> crate::batch::SqsBatchHandler for Router<L, D> {
+impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> crate::batch::SqsBatchHandler
+    for Router<L, D, Q>
+{
     type Error = RouterError;
     fn handle_with(
         &self,
@@ -67,7 +137,14 @@ fn message_group(m: &SqsMessage) -> Option<&str> {
     m.attributes.get("MessageGroupId").map(String::as_str)
 }
 
-impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
+fn receive_count(r: &SqsMessage) -> u32 {
+    r.attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse::<u32>().ok())
+        .unwrap_or(1)
+}
+
+impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
     /// Handles one batch. `deadline` is the Lambda's (or a local stand-in). Prints the batch's
     /// metrics when they are on (see [`crate::metrics`]).
     pub async fn handle(
@@ -98,7 +175,8 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         } else {
             futures::stream::iter(records)
                 .map(|r| async move {
-                    let ok = self.record(&r, deadline, metrics).await.is_ok();
+                    let result = self.record(&r, deadline, metrics).await;
+                    let ok = self.settle(&r, result, metrics).await;
                     (!ok).then_some(r.message_id)
                 })
                 .buffer_unordered(self.settings.concurrency.max(1))
@@ -162,7 +240,13 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 let mut failed = Vec::new();
                 let mut blocked = false;
                 for r in group {
-                    if blocked || self.record(&r, deadline, metrics).await.is_err() {
+                    // Behind a failed record its group waits, untouched, to keep the order.
+                    if blocked {
+                        failed.push(r.message_id);
+                        continue;
+                    }
+                    let result = self.record(&r, deadline, metrics).await;
+                    if !self.settle(&r, result, metrics).await {
                         blocked = true;
                         failed.push(r.message_id);
                     }
@@ -175,13 +259,76 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
             .await
     }
 
-    /// One record: parse, route, deliver. `Err` means it must be retried.
+    /// What becomes of a record that did not succeed; `true` when it may be deleted from the
+    /// queue (done, or now on the dead-letter queue), `false` when it stays and comes back.
+    async fn settle(&self, r: &SqsMessage, result: RecordResult, metrics: &Metrics) -> bool {
+        if result == RecordResult::Done {
+            return true;
+        }
+        if !self.redelivery.enabled() {
+            return false;
+        }
+        let receives = receive_count(r);
+        let message_id = r.message_id.as_deref().unwrap_or_default();
+        let (reason, class) = match result {
+            RecordResult::Done => return true,
+            RecordResult::Retry { not_before, why } => {
+                match self.settings.schedule.wait_after(receives) {
+                    Some(wait) => {
+                        let wait = wait.max(not_before.unwrap_or_default());
+                        let Some(handle) = r.receipt_handle.as_deref() else {
+                            return false;
+                        };
+                        match self.redelivery.delay(handle, wait).await {
+                            Ok(()) => {
+                                metrics.count("RetryScheduled", &[]);
+                                metrics.add("RetryDepth", f64::from(receives), &[]);
+                                info!(message_id, receives, wait_s = wait.as_secs(), why = %why, "retry scheduled");
+                            }
+                            Err(e) => {
+                                warn!(message_id, error = %e, "could not schedule the retry; the queue's visibility timeout applies")
+                            }
+                        }
+                        return false;
+                    }
+                    None => (
+                        format!(
+                            "retries exhausted after {receives} receives over {} s: {why}",
+                            self.settings.schedule.total().as_secs()
+                        ),
+                        "exhausted",
+                    ),
+                }
+            }
+            RecordResult::Permanent { why } => (format!("permanent: {why}"), "permanent"),
+        };
+        let letter = DeadLetter {
+            body: r.body.as_deref().unwrap_or_default(),
+            reason: &reason,
+            receives,
+            group: message_group(r),
+            message_id,
+        };
+        match self.redelivery.dead_letter(&letter).await {
+            Ok(()) => {
+                metrics.count("DeadLettered", &[("Reason", class)]);
+                error!(message_id, receives, reason = %reason, "record moved to the dead-letter queue");
+                true
+            }
+            Err(e) => {
+                warn!(message_id, error = %e, "could not move the record to the dead-letter queue; it stays on the queue");
+                false
+            }
+        }
+    }
+
+    /// One record: parse, route, deliver.
     async fn record(
         &self,
         r: &SqsMessage,
         deadline: SystemTime,
         metrics: &Metrics,
-    ) -> Result<(), ()> {
+    ) -> RecordResult {
         let message_id = r.message_id.clone().unwrap_or_default();
         let span = tracing::info_span!(
             "record",
@@ -199,11 +346,15 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 Some(Err(e)) => {
                     metrics.count("MalformedRecords", &[]);
                     warn!(error = %e, "malformed record: it fails alone");
-                    return Err(());
+                    return RecordResult::Permanent {
+                        why: "malformed record".into(),
+                    };
                 }
                 None => {
                     warn!("record has no body: it fails alone");
-                    return Err(());
+                    return RecordResult::Permanent {
+                        why: "record has no body".into(),
+                    };
                 }
             };
             tracing::Span::current().record("lead_id", envelope.id.as_str());
@@ -222,12 +373,12 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
             }
             if envelope.source.as_deref() == Some(rules::SMOKE_SOURCE) {
                 info!("smoke test lead (clayhook smoke): routed nowhere");
-                return Ok(());
+                return RecordResult::Done;
             }
             if targets.is_empty() {
                 metrics.count("Unrouted", &[]);
                 info!("no configured destination for this lead: skipped");
-                return Ok(());
+                return RecordResult::Done;
             }
             let version = envelope.lead_version();
             let received_at_ms = envelope.received_at_ms();
@@ -235,11 +386,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
                 self.deliver_once(&envelope, (&version, received_at_ms), *d, deadline, metrics)
             }))
             .await;
-            if results.iter().all(Result::is_ok) {
-                Ok(())
-            } else {
-                Err(())
-            }
+            RecordResult::of(results)
         }
         .instrument(span)
         .await
@@ -253,7 +400,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         dest: DestinationName,
         deadline: SystemTime,
         metrics: &Metrics,
-    ) -> Result<(), ()> {
+    ) -> DeliveryResult {
         let now = SystemTime::now();
         let claim = DeliveryClaim {
             id: env.id.clone(),
@@ -269,32 +416,39 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
             Ok(ClaimOutcome::Claimed) => {}
             Ok(ClaimOutcome::AlreadyDelivered) => {
                 info!(destination = %dest, "already delivered (this version or a newer one): skipped");
-                return Ok(());
+                return DeliveryResult::Done;
             }
             Ok(ClaimOutcome::Busy) => {
                 info!(destination = %dest, "another invocation is delivering: retry later");
-                return Err(());
+                return DeliveryResult::Transient {
+                    not_before: None,
+                    why: format!("{dest}: another invocation is delivering"),
+                };
             }
             Err(e) => {
                 warn!(destination = %dest, error = %e, "ledger unavailable");
-                return Err(());
+                return DeliveryResult::Transient {
+                    not_before: None,
+                    why: format!("{dest}: ledger unavailable"),
+                };
             }
         }
-        match self.attempts(env, dest, deadline, metrics).await {
-            Ok(()) => {
+        let result = self.attempts(env, dest, deadline, metrics).await;
+        match result {
+            DeliveryResult::Done => {
                 if let Err(e) = self.ledger.delivered(&claim).await {
                     // Delivered all the same; the lock expires and a redelivery could resend.
                     error!(destination = %dest, error = %e, "delivered but not recorded");
                 }
                 metrics.count("Routed", &[("Destination", dest.as_str())]);
                 info!(destination = %dest, "delivered");
-                Ok(())
+                DeliveryResult::Done
             }
-            Err(()) => {
+            failed => {
                 if let Err(e) = self.ledger.release(&claim).await {
                     warn!(destination = %dest, error = %e, "could not release the claim; it expires on its own");
                 }
-                Err(())
+                failed
             }
         }
     }
@@ -305,7 +459,7 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
         dest: DestinationName,
         deadline: SystemTime,
         metrics: &Metrics,
-    ) -> Result<(), ()> {
+    ) -> DeliveryResult {
         let mut attempts = DeliveryAttempts {
             destinations: &self.destinations,
             env,
@@ -315,13 +469,22 @@ impl<L: DeliveryLedger, D: Destinations> Router<L, D> {
             metrics,
         };
         let policy = &self.settings.retry;
-        if drive(&mut attempts, policy, deadline, MIN_ATTEMPT_TIME)
-            .await
-            .succeeded()
-        {
-            Ok(())
-        } else {
-            Err(())
+        let retries = drive(&mut attempts, policy, deadline, MIN_ATTEMPT_TIME).await;
+        match retries.last {
+            None => DeliveryResult::Transient {
+                not_before: None,
+                why: format!("{dest}: no time left for an attempt"),
+            },
+            Some(last) => match classify(&last, SystemTime::now()) {
+                Class::Success => DeliveryResult::Done,
+                Class::Transient { not_before } => DeliveryResult::Transient {
+                    not_before,
+                    why: format!("{dest}: {}", describe(&last)),
+                },
+                Class::Permanent => DeliveryResult::Permanent {
+                    why: format!("{dest}: {}", describe(&last)),
+                },
+            },
         }
     }
 }
@@ -370,6 +533,16 @@ impl<D: Destinations> Retried for DeliveryAttempts<'_, D> {
         self.metrics
             .count("Retries", &[("Destination", self.dest.as_str())]);
         true
+    }
+}
+
+/// An attempt in a few words, for a reason: the status or the transport error's kind (never the
+/// answer's body, which may hold lead data).
+fn describe(attempt: &Attempt) -> String {
+    match attempt {
+        Attempt::Delivered => "delivered".into(),
+        Attempt::Status { status, .. } => format!("answered {status}"),
+        Attempt::Transport { kind, .. } => format!("{kind:?} error").to_lowercase(),
     }
 }
 

@@ -4,6 +4,7 @@
 use super::*;
 use crate::delivery::retry::{Attempt, RetryAfter};
 use crate::lead::Lead;
+use crate::queue::{DeadLetter, Redelivery};
 use crate::router::ledger::{DELIVERED, DELIVERING, LedgerError, LedgerItem};
 use DestinationName::*;
 use std::collections::{HashMap, VecDeque};
@@ -127,9 +128,11 @@ fn router() -> Router<MemoryLedger, ScriptedDestinations> {
             request_timeout: Duration::from_secs(5),
             delivery_ttl_seconds: 3600,
             max_receive_count: None,
+            schedule: Default::default(),
         },
         ledger: MemoryLedger::default(),
         destinations: ScriptedDestinations::default(),
+        redelivery: crate::queue::NoRedelivery,
     }
 }
 
@@ -149,8 +152,8 @@ fn record(message_id: &str, env: &Envelope, group: Option<&str>) -> SqsMessage {
     m
 }
 
-async fn failed(
-    r: &Router<MemoryLedger, ScriptedDestinations>,
+async fn failed<Q: Redelivery>(
+    r: &Router<MemoryLedger, ScriptedDestinations, Q>,
     records: Vec<SqsMessage>,
 ) -> Vec<String> {
     let mut event = SqsEvent::default();
@@ -290,4 +293,152 @@ async fn a_record_that_is_not_an_envelope_fails_alone() {
         ["bad"]
     );
     assert_eq!(r.destinations.calls(Zapier), std::slice::from_ref(&good.id));
+}
+
+/// The queue's side of retries over hours, in memory: visibility changes and dead letters.
+#[derive(Default)]
+struct MemoryRedelivery {
+    delays: Mutex<Vec<(String, Duration)>>,
+    letters: Mutex<Vec<(String, String, u32)>>,
+}
+
+impl Redelivery for MemoryRedelivery {
+    fn enabled(&self) -> bool {
+        true
+    }
+    async fn delay(&self, receipt: &str, wait: Duration) -> Result<(), crate::queue::QueueError> {
+        self.delays.lock().unwrap().push((receipt.into(), wait));
+        Ok(())
+    }
+    async fn dead_letter(&self, r: &DeadLetter<'_>) -> Result<(), crate::queue::QueueError> {
+        self.letters
+            .lock()
+            .unwrap()
+            .push((r.message_id.into(), r.reason.into(), r.receives));
+        Ok(())
+    }
+}
+
+fn scheduled_router(
+    steps: &str,
+    total: &str,
+) -> Router<MemoryLedger, ScriptedDestinations, MemoryRedelivery> {
+    let plain = router();
+    let mut settings = plain.settings;
+    settings.schedule = RetrySchedule::parse(steps, total).unwrap();
+    Router {
+        settings,
+        ledger: MemoryLedger::default(),
+        destinations: ScriptedDestinations::default(),
+        redelivery: MemoryRedelivery::default(),
+    }
+}
+
+/// A record on its `receives`-th receive, with a receipt handle.
+fn received(message_id: &str, env: &Envelope, receives: u32) -> SqsMessage {
+    let mut m = record(message_id, env, None);
+    m.receipt_handle = Some(format!("rh-{message_id}-{receives}"));
+    m.attributes
+        .insert("ApproximateReceiveCount".into(), receives.to_string());
+    m
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_record_waits_out_the_schedule_then_reaches_the_dlq_with_its_reason() {
+    let r = scheduled_router("30s,2m", "150s");
+    let env = envelope("down", r#"{"icp_score":60}"#, 1_000);
+    // Nurture is down for every attempt of three receives.
+    r.destinations.script(
+        Nurture,
+        vec![status(503, None); 3 * RetryPolicy::default().max_attempts as usize],
+    );
+    assert_eq!(failed(&r, vec![received("m1", &env, 1)]).await, ["m1"]);
+    assert_eq!(failed(&r, vec![received("m1", &env, 2)]).await, ["m1"]);
+    assert_eq!(
+        *r.redelivery.delays.lock().unwrap(),
+        [
+            ("rh-m1-1".to_string(), Duration::from_secs(30)),
+            ("rh-m1-2".to_string(), Duration::from_secs(120)),
+        ]
+    );
+    // The third receive is the schedule's last: off to the DLQ (and so deleted from the queue).
+    assert!(failed(&r, vec![received("m1", &env, 3)]).await.is_empty());
+    let letters = r.redelivery.letters.lock().unwrap().clone();
+    assert_eq!(letters.len(), 1);
+    let (id, reason, receives) = &letters[0];
+    assert_eq!((id.as_str(), *receives), ("m1", 3));
+    assert!(
+        reason.starts_with("retries exhausted after 3 receives over 150 s"),
+        "{reason}"
+    );
+    assert!(reason.contains("nurture: answered 503"), "{reason}");
+    assert_eq!(r.redelivery.delays.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_longer_than_the_step_is_honoured_across_receives() {
+    let r = scheduled_router("30s", "1h");
+    let env = envelope("limited", r#"{"icp_score":60}"#, 1_000);
+    r.destinations.script(
+        Nurture,
+        vec![status(429, Some(RetryAfter::Seconds(600))); 4],
+    );
+    assert_eq!(failed(&r, vec![received("m1", &env, 1)]).await, ["m1"]);
+    assert_eq!(
+        *r.redelivery.delays.lock().unwrap(),
+        [("rh-m1-1".to_string(), Duration::from_secs(600))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_goes_to_the_dlq_at_once_unless_another_destination_may_still_take_it()
+{
+    let r = scheduled_router("30s", "1h");
+    let env = envelope("refused", HOT, 1_000);
+    r.destinations.script(Outreach, vec![status(400, None)]);
+    assert!(failed(&r, vec![received("m1", &env, 1)]).await.is_empty());
+    let letters = r.redelivery.letters.lock().unwrap().clone();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].1, "permanent: outreach: answered 400");
+    assert!(r.redelivery.delays.lock().unwrap().is_empty());
+
+    // One permanent, one transient: it waits for the transient one.
+    let r = scheduled_router("30s", "1h");
+    let env = envelope("mixed", HOT, 1_000);
+    r.destinations.script(Outreach, vec![status(400, None)]);
+    r.destinations.script(Slack, vec![status(503, None); 4]);
+    assert_eq!(failed(&r, vec![received("m2", &env, 1)]).await, ["m2"]);
+    assert!(r.redelivery.letters.lock().unwrap().is_empty());
+    assert_eq!(r.redelivery.delays.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_record_goes_to_the_dlq_with_its_reason_and_the_batch_goes_on() {
+    let r = scheduled_router("30s", "1h");
+    let env = envelope("fine", r#"{"icp_score":60}"#, 1_000);
+    let mut bad = received("bad", &env, 1);
+    bad.body = Some("{not json".into());
+    assert!(
+        failed(&r, vec![bad, received("ok", &env, 1)])
+            .await
+            .is_empty()
+    );
+    let letters = r.redelivery.letters.lock().unwrap().clone();
+    assert_eq!(
+        letters,
+        [(
+            "bad".to_string(),
+            "permanent: malformed record".to_string(),
+            1
+        )]
+    );
+    assert_eq!(r.destinations.calls(Nurture).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_queue_to_ask_a_failing_record_just_fails() {
+    let r = router();
+    let env = envelope("plain", r#"{"icp_score":60}"#, 1_000);
+    r.destinations.script(Nurture, vec![status(400, None)]);
+    assert_eq!(failed(&r, vec![received("m1", &env, 1)]).await, ["m1"]);
 }

@@ -208,6 +208,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
             request_timeout: Duration::from_secs(2),
             delivery_ttl_seconds: 3600,
             max_receive_count: None,
+            schedule: Default::default(),
         },
         ledger,
         destinations: HttpDestinations::new(
@@ -221,6 +222,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
             Duration::from_secs(1),
         )
         .unwrap(),
+        redelivery: clayhook::queue::NoRedelivery,
     };
     let event: SqsEvent = clayhook::local::poller::event_from_messages(
         &messages,
@@ -241,4 +243,172 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
         .collect();
     paths.sort();
     assert_eq!(paths, vec!["/nurture", "/outreach", "/zapier", "/zapier"]);
+}
+
+/// Retries over hours, shortened: a lead whose destination keeps answering 503 waits out the
+/// schedule on the queue (its visibility changed after each receive: not seen again before the
+/// wait), then the router moves it to the DLQ itself with the reason, which `clayhook dlq list`
+/// shows; a lead a destination refuses (400) goes there at once. Driven by the local poller
+/// (the event source mapping's stand-in: it deletes what the router does not report failed).
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_leads_wait_out_the_schedule_then_reach_the_dlq_with_a_reason() {
+    use clayhook::delivery::schedule::RetrySchedule;
+    use clayhook::local::poller::Poller;
+    use clayhook::queue::sqs::SqsRedelivery;
+    let aws = Aws::fresh().await;
+    let dlq = aws
+        .sqs
+        .create_queue()
+        .queue_name(crate::support::unique("schedule-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/nurture"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/crm"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("bad property"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let url = |p: &str| format!("{}/{p}", server.uri());
+    let router = Router {
+        settings: RouterSettings {
+            rules: default_rules(),
+            concurrency: 4,
+            retry: RetryPolicy {
+                max_attempts: 2,
+                base: Duration::from_millis(5),
+                cap: Duration::from_millis(20),
+                safety_margin: Duration::from_millis(200),
+            },
+            request_timeout: Duration::from_secs(2),
+            delivery_ttl_seconds: 3600,
+            max_receive_count: None,
+            schedule: RetrySchedule::parse("1s,2s", "3s").unwrap(),
+        },
+        ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
+        destinations: HttpDestinations::new(
+            DestinationSettings {
+                crm: Some(Crm::Webhook(Webhook::new(url("crm"), None))),
+                outreach: Some(Webhook::new(url("outreach"), None)),
+                nurture: Some(Webhook::new(url("nurture"), None)),
+                zapier: None,
+                slack: None,
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap(),
+        redelivery: SqsRedelivery::new(aws.sqs.clone(), aws.queue_url.clone(), dlq.clone()),
+    };
+    let poller = Poller {
+        sqs: &aws.sqs,
+        queue_url: &aws.queue_url,
+        queue_arn: "arn:aws:sqs:us-east-1:123456789012:schedule",
+        handler: &router,
+        invocation_time: Duration::from_secs(10),
+    };
+    // Warm: nurture only, down. Hot: crm refuses it (400), outreach takes it.
+    send(
+        &aws,
+        &aws.queue_url,
+        &envelope("warm", r#"{"icp_score":60}"#).to_json(),
+    )
+    .await;
+    send(
+        &aws,
+        &aws.queue_url,
+        &envelope("hot", r#"{"email":"hot@acme.com","icp_score":85}"#).to_json(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut received_at = Vec::new();
+    while started.elapsed() < Duration::from_secs(15) {
+        let n = poller.poll_once(Duration::from_millis(200)).await.unwrap();
+        if n > 0 {
+            received_at.push(started.elapsed());
+        }
+        let dlq_depth = dlq_messages(&aws, &dlq).await;
+        if dlq_depth == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nurture_calls = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/nurture")
+        .count();
+    assert_eq!(
+        nurture_calls,
+        3 * 2,
+        "three receives, two attempts each: {received_at:?}"
+    );
+    // Each wait held: the second receive no sooner than 1 s after the first, the third 2 s later.
+    assert!(received_at.len() >= 3, "{received_at:?}");
+    let gaps: Vec<Duration> = received_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(950), "{gaps:?}");
+    assert!(
+        gaps[gaps.len() - 1] >= Duration::from_millis(1_900),
+        "{gaps:?}"
+    );
+    // The lead queue is empty; the DLQ holds both, each with its reason.
+    assert!(aws.drain(0, Duration::from_millis(300)).await.is_empty());
+    let list = clayhook(&aws, &dlq, &["list"]).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let warm = list
+        .stdout
+        .lines()
+        .find(|l| l.contains(&crate::support::lead_id("warm")))
+        .unwrap();
+    assert!(
+        warm.contains("receives 3")
+            && warm.contains(
+                "reason retries exhausted after 3 receives over 3 s: nurture: answered 503"
+            ),
+        "{warm}"
+    );
+    let hot = list
+        .stdout
+        .lines()
+        .find(|l| l.contains(&crate::support::lead_id("hot")))
+        .unwrap();
+    assert!(
+        hot.contains("receives 1")
+            && hot.contains("reason permanent: crm: answered 400")
+            && hot.contains("delivered outreach")
+            && hot.contains("owed crm"),
+        "{hot}"
+    );
+    assert!(
+        !list.stdout.contains("bad property"),
+        "the answer's body stays out of the reason"
+    );
+}
+
+async fn dlq_messages(aws: &Aws, dlq: &str) -> usize {
+    let out = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    out.attributes
+        .unwrap_or_default()
+        .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

@@ -35,6 +35,7 @@ fn settings() -> RouterSettings {
         request_timeout: Duration::from_secs(2),
         delivery_ttl_seconds: 3600,
         max_receive_count: None,
+        schedule: Default::default(),
     }
 }
 
@@ -43,6 +44,7 @@ fn router(aws: &Aws, d: DestinationSettings) -> R {
         settings: settings(),
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(d, Duration::from_millis(500)).unwrap(),
+        redelivery: clayhook::queue::NoRedelivery,
     }
 }
 
