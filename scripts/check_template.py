@@ -63,14 +63,23 @@ def secret_variables():
     return re.findall(r'"([A-Z_]+)"', block)
 
 
-SECRET = {"Fn::If": ["CreateSecret", {"Ref": "SecretSettings"}, {"Ref": "ExistingSecretArn"}]}
+# Each function reads its own secret (or the ExistingSecretArn).
+OWN_SECRET = {"IngestFunction": "IngestSecrets", "RouterFunction": "RouterSecrets", "FeederFunction": "FeederSecrets"}
+# What a parameter going into a secret's JSON must never hold: it would break the JSON.
+JSON_BREAKERS = ['a"b', "a\\b", "a\nb", "a\tb", "a\x01b"]
+
+
+def secret_of(function):
+    return {"Fn::If": ["CreateSecret", {"Ref": OWN_SECRET[function]}, {"Ref": "ExistingSecretArn"}]}
 
 
 def secret_checks(t):
-    """Secrets by reference only, and each function reads only the stack's secret."""
+    """Secrets by reference only, each function reading only its own secret, whose JSON holds
+    exactly that function's secret variables and cannot be broken by a parameter's value."""
     results = []
     names = secret_variables()
     results.append(("src/secret_refs/mod.rs lists the secret variables", len(names) >= 10, names))
+    params = t.get("Parameters", {})
     for name, res in t["Resources"].items():
         if res.get("Type") != "AWS::Serverless::Function":
             continue
@@ -78,20 +87,24 @@ def secret_checks(t):
         held = [v for v in names if v in env]
         results.append((f"{name} holds some secret variable", bool(held), held))
         for var in held:
-            want = {"Fn::Sub": [f"${{Secret}}#{var}", {"Secret": SECRET}]}
-            results.append((f"{name} {var} is a reference to the secret", env[var] == want, env[var]))
+            want = {"Fn::Sub": [f"${{Secret}}#{var}", {"Secret": secret_of(name)}]}
+            results.append((f"{name} {var} is a reference to its own secret", env[var] == want, env[var]))
         reads = [st for st in statements(res) if "secretsmanager:GetSecretValue" in json.dumps(st.get("Action"))]
-        results.append((f"{name} may read the secret and nothing else of Secrets Manager",
-                        len(reads) == 1 and reads[0].get("Resource") == SECRET
+        results.append((f"{name} may read its own secret and nothing else of Secrets Manager",
+                        len(reads) == 1 and reads[0].get("Resource") == secret_of(name)
                         and reads[0].get("Action") == ["secretsmanager:GetSecretValue"], reads))
-    secret = t["Resources"].get("SecretSettings", {})
-    body = secret.get("Properties", {}).get("SecretString", {}).get("Fn::Sub", "")
-    try:
-        keys = set(json.loads(re.sub(r"\$\{[^}]+\}", "x", body)))
-    except ValueError:
-        keys = set()
-    results.append(("the stack's secret is a JSON object with every secret variable",
-                    secret.get("Condition") == "CreateSecret" and keys == set(names), sorted(keys)))
+        secret = t["Resources"].get(OWN_SECRET[name], {})
+        body = secret.get("Properties", {}).get("SecretString", {}).get("Fn::Sub", "")
+        try:
+            keys = set(json.loads(re.sub(r"\$\{[^}]+\}", "x", body)))
+        except ValueError:
+            keys = set()
+        results.append((f"{OWN_SECRET[name]} is a JSON object of exactly {name}'s secret variables",
+                        keys == set(held), sorted(keys)))
+        for param in re.findall(r"\$\{([^}]+)\}", body):
+            pattern = params.get(param, {}).get("AllowedPattern")
+            safe = pattern is not None and not any(re.fullmatch(pattern, v) for v in JSON_BREAKERS)
+            results.append((f"parameter {param} cannot break {OWN_SECRET[name]}'s JSON", safe, pattern))
     return results
 
 
@@ -214,8 +227,12 @@ def self_test(path):
         "every secret readable": lambda t: [
             st.update({"Resource": "*"}) for st in statements(t["Resources"]["IngestFunction"])
             if "secretsmanager:GetSecretValue" in json.dumps(st.get("Action"))],
-        "a key missing from the stack's secret": lambda t: t["Resources"]["SecretSettings"]["Properties"].update(
-            {"SecretString": {"Fn::Sub": '{"CLAY_WEBHOOK_SECRETS":"${ClayWebhookSecrets}"}'}}),
+        "a key missing from a function's secret": lambda t: t["Resources"]["RouterSecrets"]["Properties"].update(
+            {"SecretString": {"Fn::Sub": '{"SLACK_WEBHOOK_URL":"${SlackWebhookUrl}"}'}}),
+        "ingest reading the router's secret": lambda t: [
+            st.update({"Resource": secret_of("RouterFunction")}) for st in statements(t["Resources"]["IngestFunction"])
+            if "secretsmanager:GetSecretValue" in json.dumps(st.get("Action"))],
+        "a parameter that can break the JSON": lambda t: t["Parameters"]["SlackWebhookUrl"].pop("AllowedPattern"),
         "a receive count below the schedule": lambda t: t["Parameters"]["MaxReceiveCount"].update({"Default": 5}),
         "a retention shorter than the schedule": lambda t: t["Resources"]["LeadQueue"]["Properties"].update(
             {"MessageRetentionPeriod": 86400}),

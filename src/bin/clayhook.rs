@@ -175,13 +175,18 @@ async fn smoke(url: String, token: Option<String>) -> ExitCode {
         Some(t) => Some(t),
         None => match clayhook::config::process_env().optional("CLAY_WEBHOOK_SECRETS") {
             None => None,
-            Some(listed) => match clayhook::auth::Secrets::parse(&listed) {
-                Ok(secrets) => secrets.first_static_token().map(str::to_string),
-                Err(e) => {
-                    eprintln!("clayhook smoke: {e}");
-                    return ExitCode::from(2);
+            Some(listed) => {
+                match clayhook::secret_refs::value_not_reference("CLAY_WEBHOOK_SECRETS", &listed)
+                    .and_then(|()| {
+                        clayhook::auth::Secrets::parse(&listed).map_err(|e| e.to_string())
+                    }) {
+                    Ok(secrets) => secrets.first_static_token().map(str::to_string),
+                    Err(e) => {
+                        eprintln!("clayhook smoke: {e}");
+                        return ExitCode::from(2);
+                    }
                 }
-            },
+            }
         },
     };
     match clayhook::smoke::smoke(&url, token.as_deref().unwrap_or_default()).await {
@@ -202,9 +207,11 @@ async fn smoke(url: String, token: Option<String>) -> ExitCode {
 
 fn sign_event(file: &std::path::Path) -> Result<(), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let listed = clayhook::config::process_env().raw("CLAY_WEBHOOK_SECRETS");
-    let secrets =
-        clayhook::auth::Secrets::parse(&listed.unwrap_or_default()).map_err(|e| e.to_string())?;
+    let listed = clayhook::config::process_env()
+        .raw("CLAY_WEBHOOK_SECRETS")
+        .unwrap_or_default();
+    clayhook::secret_refs::value_not_reference("CLAY_WEBHOOK_SECRETS", &listed)?;
+    let secrets = clayhook::auth::Secrets::parse(&listed).map_err(|e| e.to_string())?;
     let now = clayhook::clock::epoch_ms(std::time::SystemTime::now()) / 1000;
     let signed = clayhook::events::resign_standard_webhooks(&text, &secrets, now)?;
     println!("{signed}");

@@ -71,6 +71,15 @@ impl DestinationSettings {
             Ok(env.url(var)?.map(|u| Webhook::new(u, signing.clone())))
         };
         let crm = match env.optional("HUBSPOT_ACCESS_TOKEN") {
+            Some(token) if token.len() < crate::auth::MIN_SECRET_BYTES => {
+                return Err(ConfigError::Invalid {
+                    var: "HUBSPOT_ACCESS_TOKEN",
+                    reason: format!(
+                        "shorter than {} bytes: not a HubSpot private-app token",
+                        crate::auth::MIN_SECRET_BYTES
+                    ),
+                });
+            }
             Some(token) => Some(Crm::HubSpot(HubSpot::new(
                 &env.url("HUBSPOT_BASE_URL")?
                     .unwrap_or_else(|| hubspot::DEFAULT_BASE_URL.to_string()),

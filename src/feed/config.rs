@@ -36,11 +36,22 @@ impl FeederConfig {
                 reason: e.to_string(),
             }
         };
-        let webhooks = super::webhooks(
-            &env.list("CLAY_WEBHOOK_URLS"),
-            &env.list("CLAY_WEBHOOK_AUTH_TOKENS"),
-        )
-        .map_err(invalid("CLAY_WEBHOOK_URLS"))?;
+        let tokens = env.list("CLAY_WEBHOOK_AUTH_TOKENS");
+        if let Some(n) = tokens
+            .iter()
+            .position(|t| !t.is_empty() && t.len() < crate::auth::MIN_SECRET_BYTES)
+        {
+            return Err(ConfigError::Invalid {
+                var: "CLAY_WEBHOOK_AUTH_TOKENS",
+                reason: format!(
+                    "token #{} is shorter than {} bytes: give the Clay webhook a long random token",
+                    n + 1,
+                    crate::auth::MIN_SECRET_BYTES
+                ),
+            });
+        }
+        let webhooks = super::webhooks(&env.list("CLAY_WEBHOOK_URLS"), &tokens)
+            .map_err(invalid("CLAY_WEBHOOK_URLS"))?;
         let rate =
             super::rate(env.number("FEEDER_RATE_PER_SECOND", DEFAULT_RATE_PER_SECOND, |_| true)?)
                 .map_err(invalid("FEEDER_RATE_PER_SECOND"))?;
@@ -105,7 +116,11 @@ mod tests {
         assert!(e.to_string().contains("CLAY_WEBHOOK_URLS"), "{e}");
         let e = feeder(&[t, urls, ("FEEDER_RATE_PER_SECOND", "20")]).unwrap_err();
         assert!(e.to_string().contains("FEEDER_RATE_PER_SECOND"), "{e}");
-        let e = feeder(&[t, urls, ("CLAY_WEBHOOK_AUTH_TOKENS", "a,b,c")]).unwrap_err();
+        let three = (
+            "CLAY_WEBHOOK_AUTH_TOKENS",
+            "token-a-0123456789,token-b-0123456789,token-c-0123456789",
+        );
+        let e = feeder(&[t, urls, three]).unwrap_err();
         assert!(
             e.to_string().contains("3 auth tokens for 2 webhooks"),
             "{e}"
@@ -114,12 +129,23 @@ mod tests {
             t,
             urls,
             ("FEEDER_DAILY_BUDGET", "1000"),
-            ("CLAY_WEBHOOK_AUTH_TOKENS", "sekrit"),
+            ("CLAY_WEBHOOK_AUTH_TOKENS", "sekrit-0123456789"),
             ("RETRY_MAX_ATTEMPTS", "2"),
         ])
         .unwrap();
         assert_eq!(c.settings.daily_budget, Some(1000));
         assert_eq!(c.settings.retry.max_attempts, 2);
         assert!(!format!("{c:?}").contains("sekrit"));
+        let e = feeder(&[
+            t,
+            urls,
+            ("CLAY_WEBHOOK_AUTH_TOKENS", "long-enough-0123456789, short"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("token #2 is shorter than 16 bytes"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("short\""), "{e}");
     }
 }

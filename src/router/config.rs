@@ -126,6 +126,13 @@ mod tests {
         );
         let e = router(&[t, ("SLACK_WEBHOOK_URL", "hooks.slack.com/x")]).unwrap_err();
         assert!(e.to_string().contains("SLACK_WEBHOOK_URL"), "{e}");
+        let e = router(&[t, ("HUBSPOT_ACCESS_TOKEN", "pat-short")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("HUBSPOT_ACCESS_TOKEN is invalid: shorter than 16 bytes"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("pat-short"), "{e}");
         let e = router(&[t, ("OUTBOUND_SIGNING_SECRET", "plain")]).unwrap_err();
         assert!(e.to_string().contains("OUTBOUND_SIGNING_SECRET"), "{e}");
         // whsec_ of "short-key" (9 bytes).
@@ -136,7 +143,7 @@ mod tests {
         assert!(e.to_string().contains("RETRY_CAP_MS"), "{e}");
         let c = router(&[
             t,
-            ("HUBSPOT_ACCESS_TOKEN", "pat-secret"),
+            ("HUBSPOT_ACCESS_TOKEN", "pat-secret-0123456789"),
             ("CRM_WEBHOOK_URL", "http://x"),
         ])
         .unwrap();

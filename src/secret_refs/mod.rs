@@ -81,6 +81,15 @@ pub enum SecretRefError {
         reference: String,
         reason: String,
     },
+    #[error("{var}: {reference} has no such key (keep unused settings as \"\")")]
+    MissingKey {
+        var: &'static str,
+        reference: String,
+    },
+    #[error(
+        "{var} ends in #{var} like a reference, but names no secretsmanager: or ssm: source or ARN"
+    )]
+    NotAReference { var: &'static str },
     #[error("{var}: {reference} is not a JSON object, so it has no key to read")]
     NotAnObject {
         var: &'static str,
@@ -125,6 +134,17 @@ impl SecretReference {
     }
 }
 
+/// For the operator's tools, which take secret values only: the value, or why it is a reference.
+pub fn value_not_reference(var: &'static str, value: &str) -> Result<(), String> {
+    match SecretReference::parse(var, value) {
+        None => Ok(()),
+        Some(_) => Err(format!(
+            "{var} holds a reference ({}...), not the value: export the secret itself",
+            value.trim().split(':').next().unwrap_or_default()
+        )),
+    }
+}
+
 /// `secretsmanager` or `ssm` for an ARN of either (any partition), else `None`.
 fn arn_service(value: &str) -> Option<&str> {
     let mut parts = value.splitn(4, ':');
@@ -153,10 +173,19 @@ impl SecretReferences {
     pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let mut by_variable = Vec::new();
         for var in SECRET_VARIABLES {
-            if let Some(value) = env.optional(var)
-                && let Some(reference) = SecretReference::parse(var, &value)
-            {
-                by_variable.push((*var, reference.map_err(ConfigError::refused)?));
+            let Some(value) = env.optional(var) else {
+                continue;
+            };
+            match SecretReference::parse(var, &value) {
+                Some(reference) => {
+                    by_variable.push((*var, reference.map_err(ConfigError::refused)?));
+                }
+                // A reference whose source did not resolve (SAM's `Ref` of a logical id, a
+                // typo) must never be taken for the secret itself.
+                None if value.ends_with(&format!("#{var}")) => {
+                    return Err(ConfigError::refused(SecretRefError::NotAReference { var }));
+                }
+                None => {}
             }
         }
         let refresh = Duration::from_secs(env.number(
@@ -233,7 +262,7 @@ impl SecretReferences {
 }
 
 /// The whole text, or the key's value in its JSON object (a string as is, a number or boolean
-/// as written, null or a missing key as unset).
+/// as written, null as unset; a missing key is an error).
 fn value_of(
     var: &'static str,
     reference: &SecretReference,
@@ -252,13 +281,12 @@ fn value_of(
         }
     };
     match object.get(key) {
-        // The template's variables name every key; a secret a team keeps itself may hold only
-        // the ones it uses: a missing key is an unset variable (a required one then stops the
-        // start under its own name).
-        None => {
-            tracing::info!(variable = var, reference = %reference, "the secret has no such key: the variable is unset");
-            Ok(String::new())
-        }
+        // An error, not an unset variable: a key dropped while rotating would otherwise switch a
+        // destination off without a word. Unused settings are kept as "".
+        None => Err(SecretRefError::MissingKey {
+            var,
+            reference: reference.to_string(),
+        }),
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
         Some(serde_json::Value::Null) => Ok(String::new()),
         Some(other) => Ok(other.to_string()),

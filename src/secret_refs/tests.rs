@@ -138,10 +138,6 @@ async fn one_fetch_per_secret_and_each_variable_reads_its_key() {
             "secretsmanager:clayhook/app#HUBSPOT_ACCESS_TOKEN",
         ),
         ("OUTBOUND_SIGNING_SECRET", "ssm:/clayhook/signing"),
-        (
-            "CRM_WEBHOOK_URL",
-            "secretsmanager:clayhook/app#CRM_WEBHOOK_URL",
-        ),
         // Not a secret variable: left as it is.
         ("IDEMPOTENCY_TABLE", "ssm:/not/fetched"),
         ("NURTURE_WEBHOOK_URL", "https://example.com/nurture"),
@@ -153,8 +149,6 @@ async fn one_fetch_per_secret_and_each_variable_reads_its_key() {
     assert_eq!(resolved["SLACK_WEBHOOK_URL"], "");
     assert_eq!(resolved["ZAPIER_WEBHOOK_URL"], "");
     assert_eq!(resolved["HUBSPOT_ACCESS_TOKEN"], "12345");
-    // A key the secret lacks: unset, never the reference itself.
-    assert_eq!(resolved["CRM_WEBHOOK_URL"], "");
     assert!(resolved["OUTBOUND_SIGNING_SECRET"].starts_with("whsec_"));
     assert!(!resolved.contains_key("IDEMPOTENCY_TABLE"));
     assert!(!resolved.contains_key("NURTURE_WEBHOOK_URL"));
@@ -176,6 +170,10 @@ async fn what_cannot_be_read_stops_the_start_naming_variable_and_reference_only(
     );
     let cases = [
         (
+            "secretsmanager:clayhook/app#CLAY_WEBHOOK_SECRETS",
+            "has no such key",
+        ),
+        (
             "secretsmanager:plain#CLAY_WEBHOOK_SECRETS",
             "not a JSON object",
         ),
@@ -188,25 +186,15 @@ async fn what_cannot_be_read_stops_the_start_naming_variable_and_reference_only(
         assert!(err.starts_with("CLAY_WEBHOOK_SECRETS: "), "{err}");
         assert!(!err.contains("tok-0123"), "{err}");
     }
-    // A key the secret lacks leaves the variable unset: ingest then refuses under its own name.
-    let refs = references(&[(
+    // What looks like a reference whose source did not resolve is never taken for a secret.
+    let err = SecretReferences::read(&env_of(&[(
         "CLAY_WEBHOOK_SECRETS",
-        "secretsmanager:clayhook/app#CLAY_WEBHOOK_SECRETS",
-    )]);
-    let resolved = refs.resolve(&store).await.unwrap();
-    let env = env_of(&[
-        (
-            "CLAY_WEBHOOK_SECRETS",
-            "secretsmanager:clayhook/app#CLAY_WEBHOOK_SECRETS",
-        ),
-        ("IDEMPOTENCY_TABLE", "t"),
-        ("LEAD_QUEUE_URL", "http://q"),
-    ]);
-    let err =
-        crate::ingest::config::IngestConfig::read(&crate::config::with_resolved(&env, &resolved))
-            .unwrap_err();
+        "SecretSettings#CLAY_WEBHOOK_SECRETS",
+    )]))
+    .unwrap_err();
     assert!(
-        err.to_string().contains("CLAY_WEBHOOK_SECRETS is empty"),
+        err.to_string()
+            .contains("names no secretsmanager: or ssm: source"),
         "{err}"
     );
 }
@@ -322,4 +310,16 @@ fn the_refresh_interval_is_read_and_checked() {
     );
     let err = SecretReferences::read(&env_of(&[("SECRETS_REFRESH_SECONDS", "0")])).unwrap_err();
     assert!(err.to_string().contains("SECRETS_REFRESH_SECONDS"));
+}
+
+#[test]
+fn the_tools_refuse_references_and_take_values() {
+    assert!(value_not_reference("CLAY_WEBHOOK_SECRETS", "tok-0123456789abcdef").is_ok());
+    let err =
+        value_not_reference("CLAY_WEBHOOK_SECRETS", "secretsmanager:clayhook/app#X").unwrap_err();
+    assert!(
+        err.contains("holds a reference (secretsmanager...)"),
+        "{err}"
+    );
+    assert!(!err.contains("clayhook/app"), "{err}");
 }
