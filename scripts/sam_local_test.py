@@ -135,9 +135,19 @@ def main():
 
         batch = json.loads((ROOT / "events" / "router-sqs-batch.json").read_text())
         answer = invoke("RouterFunction", ROOT / "events" / "router-sqs-batch.json")
-        bad = batch["Records"][2]["messageId"]
-        check(answer == {"batchItemFailures": [{"itemIdentifier": bad}]},
-              "RouterFunction router-sqs-batch.json: only the malformed record fails", json.dumps(answer))
+        # The router knows its DLQ (events/env.json): the malformed record goes there at once,
+        # with its reason, and the batch reports nothing failed.
+        check(answer == {"batchItemFailures": []},
+              "RouterFunction router-sqs-batch.json: nothing fails", json.dumps(answer))
+        router_env = env["RouterFunction"]
+        dlq = subprocess.run([str(ROOT / "target" / "debug" / "clayhook"), "dlq", "list"], cwd=ROOT,
+                             capture_output=True, text=True, env={
+                                 **os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_REGION": "us-east-1",
+                                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                                 "DLQ_URL": router_env["LEAD_DLQ_URL"].replace("host.docker.internal", "127.0.0.1"),
+                                 "IDEMPOTENCY_TABLE": router_env["IDEMPOTENCY_TABLE"]})
+        check(dlq.returncode == 0 and "reason permanent: malformed record" in dlq.stdout,
+              "the malformed record is in the DLQ with its reason (clayhook dlq list)", dlq.stdout + dlq.stderr)
         ids = [json.loads(r["body"])["id"] for r in batch["Records"][:2]]
 
         def routed(lead, name):

@@ -322,10 +322,11 @@ impl DeadLetter {
                 self.reason.as_deref().unwrap_or("-"),
             ),
             None => format!(
-                "{}  not a clayhook envelope ({} bytes)  receives {}",
+                "{}  not a clayhook envelope ({} bytes)  receives {}  reason {}",
                 self.message_id,
                 self.body.len(),
                 self.receive_count.map_or("?".into(), |c| c.to_string()),
+                self.reason.as_deref().unwrap_or("-"),
             ),
         }
     }
