@@ -45,7 +45,7 @@ pub struct Router<L, D, Q = NoRedelivery> {
     pub redelivery: Q,
 }
 
-/// What one record came to.
+/// What one record, or one of its deliveries, came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RecordResult {
     Done,
@@ -61,33 +61,21 @@ enum RecordResult {
     },
 }
 
-/// One destination's delivery, as the record sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum DeliveryResult {
-    Done,
-    Transient {
-        not_before: Option<Duration>,
-        why: String,
-    },
-    Permanent {
-        why: String,
-    },
-}
-
 impl RecordResult {
-    /// Retry while any destination may still take it; permanent only when none can.
-    fn of(results: Vec<DeliveryResult>) -> RecordResult {
+    /// A record's result from its deliveries': retry while any destination may still take it;
+    /// permanent only when none can.
+    fn of(results: Vec<RecordResult>) -> RecordResult {
         let mut retry: Option<(Option<Duration>, Vec<String>)> = None;
         let mut permanent = Vec::new();
         for r in results {
             match r {
-                DeliveryResult::Done => {}
-                DeliveryResult::Transient { not_before, why } => {
+                RecordResult::Done => {}
+                RecordResult::Retry { not_before, why } => {
                     let (wait, whys) = retry.get_or_insert((None, Vec::new()));
                     *wait = (*wait).max(not_before);
                     whys.push(why);
                 }
-                DeliveryResult::Permanent { why } => permanent.push(why),
+                RecordResult::Permanent { why } => permanent.push(why),
             }
         }
         match retry {
@@ -400,7 +388,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         dest: DestinationName,
         deadline: SystemTime,
         metrics: &Metrics,
-    ) -> DeliveryResult {
+    ) -> RecordResult {
         let now = SystemTime::now();
         let claim = DeliveryClaim {
             id: env.id.clone(),
@@ -416,18 +404,18 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
             Ok(ClaimOutcome::Claimed) => {}
             Ok(ClaimOutcome::AlreadyDelivered) => {
                 info!(destination = %dest, "already delivered (this version or a newer one): skipped");
-                return DeliveryResult::Done;
+                return RecordResult::Done;
             }
             Ok(ClaimOutcome::Busy) => {
                 info!(destination = %dest, "another invocation is delivering: retry later");
-                return DeliveryResult::Transient {
+                return RecordResult::Retry {
                     not_before: None,
                     why: format!("{dest}: another invocation is delivering"),
                 };
             }
             Err(e) => {
                 warn!(destination = %dest, error = %e, "ledger unavailable");
-                return DeliveryResult::Transient {
+                return RecordResult::Retry {
                     not_before: None,
                     why: format!("{dest}: ledger unavailable"),
                 };
@@ -435,14 +423,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         }
         let result = self.attempts(env, dest, deadline, metrics).await;
         match result {
-            DeliveryResult::Done => {
+            RecordResult::Done => {
                 if let Err(e) = self.ledger.delivered(&claim).await {
                     // Delivered all the same; the lock expires and a redelivery could resend.
                     error!(destination = %dest, error = %e, "delivered but not recorded");
                 }
                 metrics.count("Routed", &[("Destination", dest.as_str())]);
                 info!(destination = %dest, "delivered");
-                DeliveryResult::Done
+                RecordResult::Done
             }
             failed => {
                 if let Err(e) = self.ledger.release(&claim).await {
@@ -459,7 +447,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         dest: DestinationName,
         deadline: SystemTime,
         metrics: &Metrics,
-    ) -> DeliveryResult {
+    ) -> RecordResult {
         let mut attempts = DeliveryAttempts {
             destinations: &self.destinations,
             env,
@@ -471,17 +459,17 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         let policy = &self.settings.retry;
         let retries = drive(&mut attempts, policy, deadline, MIN_ATTEMPT_TIME).await;
         match retries.last {
-            None => DeliveryResult::Transient {
+            None => RecordResult::Retry {
                 not_before: None,
                 why: format!("{dest}: no time left for an attempt"),
             },
             Some(last) => match classify(&last, SystemTime::now()) {
-                Class::Success => DeliveryResult::Done,
-                Class::Transient { not_before } => DeliveryResult::Transient {
+                Class::Success => RecordResult::Done,
+                Class::Transient { not_before } => RecordResult::Retry {
                     not_before,
                     why: format!("{dest}: {}", describe(&last)),
                 },
-                Class::Permanent => DeliveryResult::Permanent {
+                Class::Permanent => RecordResult::Permanent {
                     why: format!("{dest}: {}", describe(&last)),
                 },
             },
