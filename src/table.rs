@@ -31,6 +31,11 @@ pub fn delivery_key(id: &str, destination: DestinationName) -> String {
     format!("{DELIVERY_PREFIX}{id}#{destination}")
 }
 
+/// The router's shared delivery control (breaker, rate limit, pause) of one destination.
+pub fn delivery_control_key(destination: DestinationName) -> String {
+    format!("{DELIVERY_PREFIX}control#{destination}")
+}
+
 /// The key a function reads at start to open its connection (never written): inside its own
 /// prefix, so the read is allowed.
 pub fn warm_up_key(prefix: &str) -> String {

@@ -3,6 +3,7 @@
 
 use crate::aws::WarmUp;
 use crate::config::{ConfigError, process_env, with_resolved};
+use crate::delivery::control::dynamodb::DynamoDbDeliveryControl;
 use crate::destinations::HttpDestinations;
 use crate::feed::clay::ClayClient;
 use crate::feed::config::FeederConfig;
@@ -21,7 +22,12 @@ use crate::secret_refs::{Refreshing, Resolved, SecretReferences};
 use crate::table::{DELIVERY_PREFIX, FEED_PREFIX, INGEST_PREFIX};
 
 pub type IngestFunction = Ingest<DynamoDbIdempotencyStore, SqsLeadQueue>;
-pub type RouterFunction = Router<DynamoDbDeliveryLedger, HttpDestinations, Option<SqsRedelivery>>;
+pub type RouterFunction = Router<
+    DynamoDbDeliveryLedger,
+    HttpDestinations,
+    Option<SqsRedelivery>,
+    DynamoDbDeliveryControl,
+>;
 pub type FeederFunction = Feeder<DynamoDbFeedStore, SqsIntake>;
 
 /// Ingest on its table and lead queue.
@@ -46,7 +52,8 @@ pub fn router(
 ) -> Result<RouterFunction, reqwest::Error> {
     Ok(Router {
         settings: config.settings,
-        ledger: DynamoDbDeliveryLedger::new(ddb.clone(), config.table),
+        ledger: DynamoDbDeliveryLedger::new(ddb.clone(), config.table.clone()),
+        control: DynamoDbDeliveryControl::new(ddb.clone(), config.table),
         destinations: HttpDestinations::new(config.destinations, config.connect_timeout)?,
         redelivery: config
             .redelivery

@@ -204,10 +204,12 @@ async fn router_faults() -> Row {
             delivery_ttl_seconds: 3600,
             max_receive_count: None,
             schedule: Default::default(),
+            control: Default::default(),
         },
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(destinations, Duration::from_millis(500)).unwrap(),
         redelivery: clayhook::queue::NoRedelivery,
+        control: clayhook::delivery::control::NoControl,
     };
 
     // 500 leads with seeded scores; what each must reach.

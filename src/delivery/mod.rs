@@ -2,6 +2,7 @@
 //! destinations' names, one attempt (a shared client, a bounded answer, redaction), its failure
 //! class and the retry policy. It knows neither the router nor the feeder: both depend on it.
 
+pub mod control;
 pub mod http;
 pub mod names;
 pub mod retry;

@@ -284,6 +284,7 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
             inner: router.destinations,
         },
         redelivery: router.redelivery,
+        control: router.control,
     };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -62,6 +62,13 @@ pub trait Redelivery: Send + Sync {
         &self,
         record: &DeadLetter<'_>,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Sends `body` to the queue again as a new message (receive count 0), visible after
+    /// `delay` (at most SQS's 15 minutes); the caller then deletes the old one. Standard queues.
+    fn requeue(
+        &self,
+        body: &str,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// No queue to ask: failed records fail, as they did before retries over hours.
@@ -77,6 +84,9 @@ impl Redelivery for NoRedelivery {
     }
     async fn dead_letter(&self, _: &DeadLetter<'_>) -> Result<(), QueueError> {
         Err(QueueError("no dead-letter queue".into()))
+    }
+    async fn requeue(&self, _: &str, _: std::time::Duration) -> Result<(), QueueError> {
+        Err(QueueError("no queue to send to".into()))
     }
 }
 
@@ -99,6 +109,12 @@ impl<R: Redelivery> Redelivery for Option<R> {
         match self {
             Some(r) => r.dead_letter(record).await,
             None => NoRedelivery.dead_letter(record).await,
+        }
+    }
+    async fn requeue(&self, body: &str, delay: std::time::Duration) -> Result<(), QueueError> {
+        match self {
+            Some(r) => r.requeue(body, delay).await,
+            None => NoRedelivery.requeue(body, delay).await,
         }
     }
 }

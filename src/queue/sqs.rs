@@ -133,4 +133,21 @@ impl Redelivery for SqsRedelivery {
             .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
+
+    async fn requeue(&self, body: &str, delay: std::time::Duration) -> Result<(), QueueError> {
+        if self.queue_url.ends_with(".fifo") {
+            return Err(QueueError(
+                "a FIFO queue keeps its order: not sent back".into(),
+            ));
+        }
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(delay.as_secs().clamp(0, 900) as i32)
+            .send()
+            .await
+            .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
 }

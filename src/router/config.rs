@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::RouterSettings;
 use super::rules::{RoutingRule, default_rules, parse_rules};
 use crate::config::{ConfigError, Env, process_env};
+use crate::delivery::control::config::ControlSettings;
 use crate::delivery::http::HttpTimeouts;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::schedule::RetrySchedule;
@@ -82,6 +83,7 @@ impl RouterConfig {
                 )?,
                 max_receive_count,
                 schedule,
+                control: ControlSettings::read(env)?,
             },
             table: env.required("IDEMPOTENCY_TABLE")?,
             destinations,

@@ -10,7 +10,7 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use std::collections::HashMap;
 use std::future::Future;
 
@@ -20,6 +20,10 @@ use crate::lease::{Lease, lapsed};
 
 pub const DELIVERING: &str = "DELIVERING";
 pub const DELIVERED: &str = "DELIVERED";
+/// A failed try handed back: claimable again (unless a delivery covers the version).
+pub const RELEASED: &str = "RELEASED";
+/// History entries kept per (lead, destination); later tries still count in `tries`.
+pub const MAX_HISTORY: u32 = 50;
 
 /// The claim on a (lead, destination) while it is sent.
 const LEASE: Lease = Lease {
@@ -45,8 +49,9 @@ pub struct DeliveryClaim {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// Ours to send.
-    Claimed,
+    /// Ours to send; `failures` earlier receives of this version failed here (the retry
+    /// schedule's step: waits for a breaker or a rate limit are not failures).
+    Claimed { failures: u32 },
     /// This version (or a newer one) was already delivered by an earlier receive: skip.
     AlreadyDelivered,
     /// Another invocation is sending it right now: this record retries later.
@@ -63,6 +68,50 @@ pub struct LedgerItem {
     /// When the last delivery was recorded (epoch ms). Items written before versions were kept
     /// have only this.
     pub delivered_at: Option<i64>,
+    /// Receives of `failed_version` that failed here.
+    pub failures: u32,
+    pub failed_version: Option<String>,
+}
+
+/// How one receive's tries at a destination ended: what the item's history keeps (no lead data:
+/// a status, an error class, counts and times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub at_ms: i64,
+    /// Requests made in this receive.
+    pub tries: u32,
+    /// `delivered`, `transient`, `permanent`.
+    pub class: &'static str,
+    /// `answered 503`, `timeout error`, `delivered`.
+    pub what: String,
+}
+
+impl Outcome {
+    fn attribute(&self) -> AttributeValue {
+        AttributeValue::M(HashMap::from([
+            ("at".to_string(), n(self.at_ms)),
+            ("tries".to_string(), n(i64::from(self.tries))),
+            ("class".to_string(), s(self.class)),
+            ("what".to_string(), s(&self.what)),
+        ]))
+    }
+
+    /// An entry of an item's `history`, as written by [`Outcome::attribute`].
+    pub fn from_attribute(v: &AttributeValue) -> Option<Outcome> {
+        let m = v.as_m().ok()?;
+        let num = |k: &str| m.get(k)?.as_n().ok()?.parse::<i64>().ok();
+        let class = match m.get("class")?.as_s().ok()?.as_str() {
+            "delivered" => "delivered",
+            "permanent" => "permanent",
+            _ => "transient",
+        };
+        Some(Outcome {
+            at_ms: num("at")?,
+            tries: num("tries").unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32,
+            class,
+            what: m.get("what")?.as_s().ok()?.clone(),
+        })
+    }
 }
 
 impl LedgerItem {
@@ -78,6 +127,17 @@ impl LedgerItem {
             delivered_version: text("delivered_version"),
             delivered_received_at_ms: num("delivered_received_at_ms"),
             delivered_at: num("delivered_at"),
+            failures: num("failures").unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+            failed_version: text("failed_version"),
+        }
+    }
+
+    /// Earlier failed receives of `version` (failures of another version do not count).
+    pub fn failures_of(&self, version: &str) -> u32 {
+        if self.failed_version.as_deref() == Some(version) {
+            self.failures
+        } else {
+            0
         }
     }
 
@@ -105,12 +165,16 @@ pub trait DeliveryLedger: Send + Sync {
     fn delivered(
         &self,
         claim: &DeliveryClaim,
+        outcome: &Outcome,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
-    /// Gives our claim back after a failed delivery, so the next receive can try at once. What
-    /// was delivered before stays recorded.
+    /// Gives our claim back after a failed receive (`failures` of this version so far, this one
+    /// included; `None`: the try was not made, as for a breaker that opened, and counts for
+    /// nothing), so the next receive can try. What was delivered before stays recorded.
     fn release(
         &self,
         claim: &DeliveryClaim,
+        failures: Option<u32>,
+        outcome: &Outcome,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
     /// Whether this version of the lead (accepted at `received_at_ms`), or a newer one, has
     /// reached `destination`: what a claim would find (for the DLQ tools).
@@ -155,13 +219,11 @@ macro_rules! not_covered {
 }
 
 /// Ours when never claimed, or when what was delivered does not cover this version and no live
-/// claim holds it (none, or one whose invocation is gone).
+/// claim holds it (none, a released one, or one whose invocation is gone).
 const CLAIM_CONDITION: &str = concat!(
-    "attribute_not_exists(#pk) OR (",
+    "attribute_not_exists(#pk) OR ((",
     lapsed!(),
-    " AND ",
-    not_covered!(),
-    ") OR (#status = :delivered AND ",
+    " OR #status = :delivered OR #status = :released) AND ",
     not_covered!(),
     ")"
 );
@@ -181,6 +243,7 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             .expression_attribute_names("#dr", "delivered_received_at_ms")
             .expression_attribute_names("#dat", "delivered_at")
             .expression_attribute_values(":delivered", s(DELIVERED))
+            .expression_attribute_values(":released", s(RELEASED))
             .expression_attribute_values(":until", n(c.lock_until_ms))
             .expression_attribute_values(":exp", n(c.expires_at))
             .expression_attribute_values(":version", s(&c.version))
@@ -192,11 +255,19 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             request = request.expression_attribute_values(k, v);
         }
         let result = request
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(ClaimOutcome::Claimed),
+            Ok(out) => Ok(ClaimOutcome::Claimed {
+                failures: out
+                    .attributes
+                    .as_ref()
+                    .map(LedgerItem::from_item)
+                    .unwrap_or_default()
+                    .failures_of(&c.version),
+            }),
             Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
                 UpdateItemError::ConditionalCheckFailedException(e) => {
                     let held = e.item().map(LedgerItem::from_item).unwrap_or_default();
@@ -212,23 +283,32 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
         }
     }
 
-    async fn delivered(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
+    async fn delivered(&self, c: &DeliveryClaim, outcome: &Outcome) -> Result<(), LedgerError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(&Self::pk(&c.id, c.destination)))
             .update_expression(
-                "SET #status = :delivered, #at = :now, #dv = :version, #dr = :received REMOVE #lock",
+                "SET #status = :delivered, #at = :now, #dv = :version, #dr = :received, \
+                 #failures = :zero, #history = list_append(if_not_exists(#history, :empty), :entry) \
+                 ADD #tries :tries REMOVE #lock",
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#at", "delivered_at")
             .expression_attribute_names("#dv", "delivered_version")
             .expression_attribute_names("#dr", "delivered_received_at_ms")
             .expression_attribute_names("#lock", LEASE.attribute)
+            .expression_attribute_names("#failures", "failures")
+            .expression_attribute_names("#history", "history")
+            .expression_attribute_names("#tries", "tries")
             .expression_attribute_values(":delivered", s(DELIVERED))
             .expression_attribute_values(":now", n(c.now_ms))
             .expression_attribute_values(":version", s(&c.version))
             .expression_attribute_values(":received", n(c.received_at_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":entry", AttributeValue::L(vec![outcome.attribute()]))
+            .expression_attribute_values(":tries", n(i64::from(outcome.tries)))
             .send()
             .await
             .map_err(err)?;
@@ -256,27 +336,57 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             .is_some_and(|i| LedgerItem::from_item(&i).covers(version, received_at_ms)))
     }
 
-    async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
-        let pk = Self::pk(&c.id, c.destination);
-        // An item that never recorded a delivery goes (the common case: one call)...
-        let deleted = LEASE
-            .give_up(
-                &self.client,
-                &self.table,
-                &pk,
-                c.lock_until_ms,
-                Some("delivered_at"),
-            )
-            .await
-            .map_err(LedgerError)?;
-        if !deleted {
-            // ...one that did goes back to what it delivered, if the claim is still ours (taken
-            // over since: not ours to touch).
-            LEASE
-                .hand_back(&self.client, &self.table, &pk, c.lock_until_ms, DELIVERED)
-                .await
-                .map_err(LedgerError)?;
+    async fn release(
+        &self,
+        c: &DeliveryClaim,
+        failures: Option<u32>,
+        outcome: &Outcome,
+    ) -> Result<(), LedgerError> {
+        // Handed back only while the claim is ours (taken over since: not ours to touch). The
+        // item stays: it counts the failures that set the retry schedule's step, and keeps the
+        // history `clayhook events show` prints.
+        let mut set = String::from("SET #status = :released, #last = :now");
+        let history = failures.is_some_and(|f| f <= MAX_HISTORY);
+        if failures.is_some() {
+            set.push_str(", #failures = :failures, #fv = :version");
         }
+        if history {
+            set.push_str(", #history = list_append(if_not_exists(#history, :empty), :entry)");
+        }
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&Self::pk(&c.id, c.destination)))
+            .update_expression(format!("{set} ADD #tries :tries REMOVE #lease"))
+            .condition_expression("#status = :held AND #lease = :lease")
+            .expression_attribute_names("#last", "last_try_at")
+            .expression_attribute_names("#tries", "tries")
+            .expression_attribute_values(":released", s(RELEASED))
+            .expression_attribute_values(":now", n(outcome.at_ms))
+            .expression_attribute_values(":tries", n(i64::from(outcome.tries)))
+            .expression_attribute_values(":held", s(DELIVERING))
+            .expression_attribute_values(":lease", n(c.lock_until_ms));
+        for (k, v) in LEASE.names() {
+            request = request.expression_attribute_names(k, v);
+        }
+        if let Some(f) = failures {
+            request = request
+                .expression_attribute_names("#failures", "failures")
+                .expression_attribute_names("#fv", "failed_version")
+                .expression_attribute_values(":failures", n(i64::from(f)))
+                .expression_attribute_values(":version", s(&c.version));
+        }
+        if history {
+            request = request
+                .expression_attribute_names("#history", "history")
+                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+                .expression_attribute_values(
+                    ":entry",
+                    AttributeValue::L(vec![outcome.attribute()]),
+                );
+        }
+        crate::dynamo::written(request.send().await).map_err(LedgerError)?;
         Ok(())
     }
 }
@@ -291,6 +401,7 @@ mod tests {
             delivered_version: dv.map(str::to_string),
             delivered_received_at_ms: dr,
             delivered_at: at,
+            ..LedgerItem::default()
         }
     }
 

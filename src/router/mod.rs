@@ -2,6 +2,7 @@
 //! its own, routed by the rules, and delivered to each destination at most once per the ledger.
 
 pub mod config;
+pub mod gates;
 pub mod ledger;
 pub mod rules;
 
@@ -10,13 +11,16 @@ use futures::StreamExt;
 use std::time::{Duration, SystemTime};
 use tracing::{Instrument, error, info, warn};
 
+use crate::delivery::control::config::ControlSettings;
+use crate::delivery::control::{DeliveryControl, Gate, Held, NoControl};
 use crate::delivery::retry::{Attempt, Class, Next, Retried, RetryPolicy, classify, drive};
 use crate::delivery::schedule::RetrySchedule;
 use crate::destinations::Destinations;
 use crate::envelope::Envelope;
 use crate::metrics::Metrics;
 use crate::queue::{DeadLetter, NoRedelivery, Redelivery};
-use ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
+use gates::{Gates, Hold};
+use ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger, Outcome};
 use rules::{DestinationName, RoutingRule, route};
 
 #[derive(Debug, Clone)]
@@ -35,24 +39,37 @@ pub struct RouterSettings {
     /// Waits between receives of a failing record (`RETRY_SCHEDULE`), when the router can
     /// change its visibility ([`Redelivery`]).
     pub schedule: RetrySchedule,
+    /// The shared breaker and rate limits (used with a [`DeliveryControl`]).
+    pub control: ControlSettings,
 }
 
-pub struct Router<L, D, Q = NoRedelivery> {
+pub struct Router<L, D, Q = NoRedelivery, C = NoControl> {
     pub settings: RouterSettings,
     pub ledger: L,
     pub destinations: D,
     /// The queue the records come from: waits and the dead-letter queue with a reason.
     pub redelivery: Q,
+    /// The per-destination breaker, rate limit and pause every router instance shares.
+    pub control: C,
 }
 
 /// What one record, or one of its deliveries, came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RecordResult {
     Done,
-    /// Some destination may still take it: again after the schedule's wait (at least
-    /// `not_before`, when a destination said so with `Retry-After`).
+    /// Some destination may still take it: again after the schedule's wait for its
+    /// `failures`-th failed receive (the receive count when the ledger could not say), at least
+    /// `not_before` (a destination's `Retry-After`, or another destination's hold).
     Retry {
         not_before: Option<Duration>,
+        why: String,
+        failures: Option<u32>,
+    },
+    /// Nothing failed, but a destination may not be sent to before `until_ms` (its breaker is
+    /// open, it is paused, its rate limit is booked ahead): the record waits without counting
+    /// a failure, so a long outage does not use up the retry schedule.
+    Wait {
+        until_ms: i64,
         why: String,
     },
     /// Nothing a retry can change: straight to the dead-letter queue, with why.
@@ -65,29 +82,46 @@ impl RecordResult {
     /// A record's result from its deliveries': retry while any destination may still take it;
     /// permanent only when none can.
     fn of(results: Vec<RecordResult>) -> RecordResult {
-        let mut retry: Option<(Option<Duration>, Vec<String>)> = None;
+        let now = epoch_ms(SystemTime::now());
+        let mut retry: Option<(Option<Duration>, Option<u32>)> = None;
+        let mut wait: Option<i64> = None;
+        let mut whys = Vec::new();
         let mut permanent = Vec::new();
         for r in results {
             match r {
                 RecordResult::Done => {}
-                RecordResult::Retry { not_before, why } => {
-                    let (wait, whys) = retry.get_or_insert((None, Vec::new()));
-                    *wait = (*wait).max(not_before);
+                RecordResult::Retry {
+                    not_before,
+                    why,
+                    failures,
+                } => {
+                    let (nb, f) = retry.get_or_insert((None, None));
+                    *nb = (*nb).max(not_before);
+                    *f = (*f).max(failures);
+                    whys.push(why);
+                }
+                RecordResult::Wait { until_ms, why } => {
+                    wait = wait.max(Some(until_ms));
                     whys.push(why);
                 }
                 RecordResult::Permanent { why } => permanent.push(why),
             }
         }
-        match retry {
-            Some((not_before, mut whys)) => {
-                whys.extend(permanent);
-                RecordResult::Retry {
-                    not_before,
-                    why: whys.join("; "),
-                }
-            }
-            None if permanent.is_empty() => RecordResult::Done,
-            None => RecordResult::Permanent {
+        whys.extend(permanent.iter().cloned());
+        match (retry, wait) {
+            (Some((not_before, failures)), wait) => RecordResult::Retry {
+                // A held destination comes back no sooner than its hold ends.
+                not_before: not_before
+                    .max(wait.map(|w| Duration::from_millis((w - now).max(0) as u64))),
+                why: whys.join("; "),
+                failures,
+            },
+            (None, Some(until_ms)) => RecordResult::Wait {
+                until_ms,
+                why: whys.join("; "),
+            },
+            (None, None) if permanent.is_empty() => RecordResult::Done,
+            (None, None) => RecordResult::Permanent {
                 why: permanent.join("; "),
             },
         }
@@ -107,8 +141,8 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(200);
 
 use crate::clock::epoch_ms;
 
-impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> crate::batch::SqsBatchHandler
-    for Router<L, D, Q>
+impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl>
+    crate::batch::SqsBatchHandler for Router<L, D, Q, C>
 {
     type Error = RouterError;
     fn handle_with(
@@ -132,7 +166,7 @@ fn receive_count(r: &SqsMessage) -> u32 {
         .unwrap_or(1)
 }
 
-impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
+impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Router<L, D, Q, C> {
     /// Handles one batch. `deadline` is the Lambda's (or a local stand-in). Prints the batch's
     /// metrics when they are on (see [`crate::metrics`]).
     pub async fn handle(
@@ -158,12 +192,18 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
             .filter_map(|r| r.message_id.clone())
             .collect();
         let fifo = records.iter().any(|r| message_group(r).is_some());
+        let configured: Vec<DestinationName> = DestinationName::ALL
+            .into_iter()
+            .filter(|d| self.destinations.configured(*d))
+            .collect();
+        let gates = Gates::load(&self.control, &self.settings.control, &configured).await;
+        let gates = &gates;
         let failed: Vec<Option<String>> = if fifo {
-            self.handle_fifo(records, deadline, metrics).await
+            self.handle_fifo(records, deadline, gates, metrics).await
         } else {
             futures::stream::iter(records)
                 .map(|r| async move {
-                    let result = self.record(&r, deadline, metrics).await;
+                    let result = self.record(&r, deadline, gates, metrics).await;
                     let ok = self.settle(&r, result, metrics).await;
                     (!ok).then_some(r.message_id)
                 })
@@ -213,6 +253,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         &self,
         records: Vec<SqsMessage>,
         deadline: SystemTime,
+        gates: &Gates<'_, C>,
         metrics: &Metrics,
     ) -> Vec<Option<String>> {
         let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
@@ -233,7 +274,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
                         failed.push(r.message_id);
                         continue;
                     }
-                    let result = self.record(&r, deadline, metrics).await;
+                    let result = self.record(&r, deadline, gates, metrics).await;
                     if !self.settle(&r, result, metrics).await {
                         blocked = true;
                         failed.push(r.message_id);
@@ -260,8 +301,18 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         let message_id = r.message_id.as_deref().unwrap_or_default();
         let (reason, class) = match result {
             RecordResult::Done => return true,
-            RecordResult::Retry { not_before, why } => {
-                match self.settings.schedule.wait_after(receives) {
+            RecordResult::Wait { until_ms, why } => {
+                let wait =
+                    Duration::from_millis((until_ms - epoch_ms(SystemTime::now())).max(0) as u64);
+                return self.wait(r, wait, receives, &why, metrics).await;
+            }
+            RecordResult::Retry {
+                not_before,
+                why,
+                failures,
+            } => {
+                let step = failures.unwrap_or(receives);
+                match self.settings.schedule.wait_after(step) {
                     Some(wait) => {
                         let wait = wait.max(not_before.unwrap_or_default());
                         let Some(handle) = r.receipt_handle.as_deref() else {
@@ -270,8 +321,8 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
                         match self.redelivery.delay(handle, wait).await {
                             Ok(()) => {
                                 metrics.count("RetryScheduled", &[]);
-                                metrics.add("RetryDepth", f64::from(receives), &[]);
-                                info!(message_id, receives, wait_s = wait.as_secs(), why = %why, "retry scheduled");
+                                metrics.add("RetryDepth", f64::from(step), &[]);
+                                info!(message_id, failures = step, receives, wait_s = wait.as_secs(), why = %why, "retry scheduled");
                             }
                             Err(e) => {
                                 warn!(message_id, error = %e, "could not schedule the retry; the queue's visibility timeout applies")
@@ -281,7 +332,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
                     }
                     None => (
                         format!(
-                            "retries exhausted after {receives} receives over {} s: {why}",
+                            "retries exhausted after {step} failed receives over {} s: {why}",
                             self.settings.schedule.total().as_secs()
                         ),
                         "exhausted",
@@ -310,11 +361,58 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         }
     }
 
+    /// A record held back without a failure: it comes back after `wait` (and a little jitter,
+    /// so the records a breaker held do not all return at once). On a standard queue, a record
+    /// one receive short of the queue's `maxReceiveCount` goes back as a fresh message instead,
+    /// so waiting never sends a lead to the DLQ.
+    async fn wait(
+        &self,
+        r: &SqsMessage,
+        wait: Duration,
+        receives: u32,
+        why: &str,
+        metrics: &Metrics,
+    ) -> bool {
+        let message_id = r.message_id.as_deref().unwrap_or_default();
+        let spread = (wait / 10).min(Duration::from_secs(5));
+        let wait = wait.max(Duration::from_secs(1)) + spread.mul_f64(fastrand::f64());
+        metrics.count("RecordsHeld", &[]);
+        let near_backstop = self
+            .settings
+            .max_receive_count
+            .is_some_and(|max| receives.saturating_add(1) >= max);
+        if near_backstop && message_group(r).is_none() {
+            let body = r.body.as_deref().unwrap_or_default();
+            match self.redelivery.requeue(body, wait).await {
+                Ok(()) => {
+                    info!(message_id, receives, wait_s = wait.as_secs(), why = %why, "held near the queue's receive limit: sent back as a fresh message");
+                    return true;
+                }
+                Err(e) => {
+                    warn!(message_id, error = %e, "could not send the held record back fresh")
+                }
+            }
+        }
+        let Some(handle) = r.receipt_handle.as_deref() else {
+            return false;
+        };
+        match self.redelivery.delay(handle, wait).await {
+            Ok(()) => {
+                info!(message_id, receives, wait_s = wait.as_secs(), why = %why, "held: waits without counting a failure")
+            }
+            Err(e) => {
+                warn!(message_id, error = %e, "could not hold the record; the queue's visibility timeout applies")
+            }
+        }
+        false
+    }
+
     /// One record: parse, route, deliver.
     async fn record(
         &self,
         r: &SqsMessage,
         deadline: SystemTime,
+        gates: &Gates<'_, C>,
         metrics: &Metrics,
     ) -> RecordResult {
         let message_id = r.message_id.clone().unwrap_or_default();
@@ -371,7 +469,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
             let version = envelope.lead_version();
             let received_at_ms = envelope.received_at_ms();
             let results = futures::future::join_all(targets.iter().map(|d| {
-                self.deliver_once(&envelope, (&version, received_at_ms), *d, deadline, metrics)
+                self.deliver_once(
+                    &envelope,
+                    (&version, received_at_ms),
+                    *d,
+                    deadline,
+                    gates,
+                    metrics,
+                )
             }))
             .await;
             RecordResult::of(results)
@@ -380,15 +485,22 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
         .await
     }
 
-    /// Claims the (lead, destination) pair in the ledger, delivers with retries, records it.
+    /// Checks the destination's breaker and pause, claims the (lead, destination) pair in the
+    /// ledger, delivers with retries (each request on a rate-limit slot), records the outcome.
+    #[allow(clippy::too_many_arguments)]
     async fn deliver_once(
         &self,
         env: &Envelope,
         (version, received_at_ms): (&str, i64),
         dest: DestinationName,
         deadline: SystemTime,
+        gates: &Gates<'_, C>,
         metrics: &Metrics,
     ) -> RecordResult {
+        let probe = match gates.check(dest) {
+            Ok(gate) => gate == Gate::Probe,
+            Err(hold) => return held(dest, hold, metrics),
+        };
         let now = SystemTime::now();
         let claim = DeliveryClaim {
             id: env.id.clone(),
@@ -400,16 +512,18 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
             now_ms: epoch_ms(now),
             expires_at: epoch_ms(now) / 1000 + self.settings.delivery_ttl_seconds,
         };
-        match self.ledger.claim(&claim).await {
-            Ok(ClaimOutcome::Claimed) => {}
+        let failures = match self.ledger.claim(&claim).await {
+            Ok(ClaimOutcome::Claimed { failures }) => failures,
             Ok(ClaimOutcome::AlreadyDelivered) => {
                 info!(destination = %dest, "already delivered (this version or a newer one): skipped");
                 return RecordResult::Done;
             }
             Ok(ClaimOutcome::Busy) => {
+                // Not a failure: the other invocation finishes (or its lock lapses) meanwhile.
                 info!(destination = %dest, "another invocation is delivering: retry later");
-                return RecordResult::Retry {
-                    not_before: None,
+                let step = self.settings.schedule.wait_after(1).unwrap_or_default();
+                return RecordResult::Wait {
+                    until_ms: epoch_ms(SystemTime::now()) + step.as_millis() as i64,
                     why: format!("{dest}: another invocation is delivering"),
                 };
             }
@@ -418,13 +532,35 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
                 return RecordResult::Retry {
                     not_before: None,
                     why: format!("{dest}: ledger unavailable"),
+                    failures: None,
                 };
             }
+        };
+        // Half-open: this delivery may be the one probe, with one request.
+        if probe
+            && let Err(hold) = gates
+                .probe(dest, self.settings.request_timeout + Duration::from_secs(2))
+                .await
+        {
+            self.release(&claim, None, 0, "held").await;
+            return held(dest, hold, metrics);
         }
-        let result = self.attempts(env, dest, deadline, metrics).await;
+        let (result, tries, last, hold) = self
+            .attempts(env, dest, deadline, probe, gates, metrics)
+            .await;
+        let outcome = Outcome {
+            at_ms: epoch_ms(SystemTime::now()),
+            tries,
+            class: match &result {
+                RecordResult::Done => "delivered",
+                RecordResult::Permanent { .. } => "permanent",
+                _ => "transient",
+            },
+            what: last.as_ref().map_or_else(|| "held".into(), describe),
+        };
         match result {
             RecordResult::Done => {
-                if let Err(e) = self.ledger.delivered(&claim).await {
+                if let Err(e) = self.ledger.delivered(&claim, &outcome).await {
                     // Delivered all the same; the lock expires and a redelivery could resend.
                     error!(destination = %dest, error = %e, "delivered but not recorded");
                 }
@@ -433,21 +569,61 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
                 RecordResult::Done
             }
             failed => {
-                if let Err(e) = self.ledger.release(&claim).await {
+                // A receive that made no request (held before its first) is no failure.
+                let failures = (tries > 0).then_some(failures + 1);
+                if let Err(e) = self.ledger.release(&claim, failures, &outcome).await {
                     warn!(destination = %dest, error = %e, "could not release the claim; it expires on its own");
                 }
-                failed
+                match (failed, hold) {
+                    (_, Some(hold)) if tries == 0 => held(dest, hold, metrics),
+                    // Other deliveries used up the invocation: no request made, no failure.
+                    (_, None) if tries == 0 => RecordResult::Wait {
+                        until_ms: epoch_ms(SystemTime::now()),
+                        why: format!("{dest}: no time left in the invocation"),
+                    },
+                    (
+                        RecordResult::Retry {
+                            not_before, why, ..
+                        },
+                        hold,
+                    ) => RecordResult::Retry {
+                        not_before: not_before.max(hold.map(|h| {
+                            Duration::from_millis(
+                                (h.until_ms - epoch_ms(SystemTime::now())).max(0) as u64
+                            )
+                        })),
+                        why,
+                        failures,
+                    },
+                    (other, _) => other,
+                }
             }
         }
     }
 
+    async fn release(&self, claim: &DeliveryClaim, failures: Option<u32>, tries: u32, what: &str) {
+        let outcome = Outcome {
+            at_ms: epoch_ms(SystemTime::now()),
+            tries,
+            class: "transient",
+            what: what.into(),
+        };
+        if let Err(e) = self.ledger.release(claim, failures, &outcome).await {
+            warn!(destination = %claim.destination, error = %e, "could not release the claim; it expires on its own");
+        }
+    }
+
+    /// The requests of one receive: the result, how many were made, the last one, and the
+    /// hold that stopped them, if one did.
     async fn attempts(
         &self,
         env: &Envelope,
         dest: DestinationName,
         deadline: SystemTime,
+        probe: bool,
+        gates: &Gates<'_, C>,
         metrics: &Metrics,
-    ) -> RecordResult {
+    ) -> (RecordResult, u32, Option<Attempt>, Option<Hold>) {
         let mut attempts = DeliveryAttempts {
             destinations: &self.destinations,
             env,
@@ -455,40 +631,84 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery> Router<L, D, Q> {
             deadline,
             settings: &self.settings,
             metrics,
+            gates,
+            hold: None,
         };
-        let policy = &self.settings.retry;
+        // A probe is one request: its failure reopens the breaker at once.
+        let probe_policy = RetryPolicy {
+            max_attempts: 1,
+            ..self.settings.retry
+        };
+        let policy = if probe {
+            &probe_policy
+        } else {
+            &self.settings.retry
+        };
         let retries = drive(&mut attempts, policy, deadline, MIN_ATTEMPT_TIME).await;
-        match retries.last {
+        let hold = attempts.hold;
+        let result = match &retries.last {
             None => RecordResult::Retry {
                 not_before: None,
                 why: format!("{dest}: no time left for an attempt"),
+                failures: None,
             },
-            Some(last) => match classify(&last, SystemTime::now()) {
+            Some(last) => match classify(last, SystemTime::now()) {
                 Class::Success => RecordResult::Done,
                 Class::Transient { not_before } => RecordResult::Retry {
                     not_before,
-                    why: format!("{dest}: {}", describe(&last)),
+                    why: format!("{dest}: {}", describe(last)),
+                    failures: None,
                 },
                 Class::Permanent => RecordResult::Permanent {
-                    why: format!("{dest}: {}", describe(&last)),
+                    why: format!("{dest}: {}", describe(last)),
                 },
             },
-        }
+        };
+        (result, retries.attempts, retries.last, hold)
+    }
+}
+
+/// A destination held back: the record waits for it (no failure counted), and the metrics say
+/// which destination and why.
+fn held(dest: DestinationName, hold: Hold, metrics: &Metrics) -> RecordResult {
+    let dims = [
+        ("Destination", dest.as_str()),
+        ("Reason", hold.held.as_str()),
+    ];
+    metrics.count("Held", &dims);
+    if hold.held == Held::Open {
+        metrics.add("BreakerOpen", 1.0, &[("Destination", dest.as_str())]);
+    }
+    info!(destination = %dest, reason = hold.held.as_str(), until_ms = hold.until_ms, "held: waits");
+    RecordResult::Wait {
+        until_ms: hold.until_ms,
+        why: format!("{dest}: {}", hold.held.as_str()),
     }
 }
 
 /// One record's attempts at one destination: what [`drive`] retries.
-struct DeliveryAttempts<'a, D> {
+struct DeliveryAttempts<'a, 'g, D, C> {
     destinations: &'a D,
     env: &'a Envelope,
     dest: DestinationName,
     deadline: SystemTime,
     settings: &'a RouterSettings,
     metrics: &'a Metrics,
+    gates: &'a Gates<'g, C>,
+    /// Set when the breaker, a pause or the rate limit stopped the requests.
+    hold: Option<Hold>,
 }
 
-impl<D: Destinations> Retried for DeliveryAttempts<'_, D> {
-    async fn attempt(&mut self, _n: u32) -> Option<Attempt> {
+impl<D: Destinations, C: DeliveryControl> Retried for DeliveryAttempts<'_, '_, D, C> {
+    async fn attempt(&mut self, n: u32) -> Option<Attempt> {
+        // A retry goes only while the breaker stays shut (another record's failure, or this
+        // one's, may have opened it) and the destination is not paused.
+        if n > 1
+            && let Err(hold) = self.gates.check(self.dest)
+        {
+            self.hold = Some(hold);
+            return None;
+        }
         let left = self
             .deadline
             .duration_since(SystemTime::now())
@@ -498,12 +718,30 @@ impl<D: Destinations> Retried for DeliveryAttempts<'_, D> {
             warn!(destination = %self.dest, "no time left for another attempt");
             return None;
         }
+        // Wait in line for a slot only as long as a request still fits after it.
+        let slack = left.saturating_sub(self.settings.request_timeout.min(left) + MIN_ATTEMPT_TIME);
+        if let Err(hold) = self.gates.book(self.dest, slack, self.metrics).await {
+            self.hold = Some(hold);
+            return None;
+        }
+        let left = self
+            .deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(self.settings.retry.safety_margin);
+        if left < MIN_ATTEMPT_TIME {
+            return None;
+        }
         let timeout = self.settings.request_timeout.min(left);
-        Some(
-            self.destinations
-                .deliver(self.dest, self.env, timeout)
-                .await,
-        )
+        let attempt = self
+            .destinations
+            .deliver(self.dest, self.env, timeout)
+            .await;
+        let class = classify(&attempt, SystemTime::now());
+        self.gates
+            .after(self.dest, &attempt, &class, self.metrics)
+            .await;
+        Some(attempt)
     }
 
     fn failed(&mut self, n: u32, last: &Attempt, class: &Class, next: &Next) {

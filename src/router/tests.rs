@@ -5,7 +5,7 @@ use super::*;
 use crate::delivery::retry::{Attempt, RetryAfter};
 use crate::lead::Lead;
 use crate::queue::{DeadLetter, Redelivery};
-use crate::router::ledger::{DELIVERED, DELIVERING, LedgerError, LedgerItem};
+use crate::router::ledger::{DELIVERED, DELIVERING, LedgerError, LedgerItem, Outcome};
 use DestinationName::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -31,9 +31,11 @@ impl DeliveryLedger for MemoryLedger {
         }
         item.status = Some(DELIVERING.into());
         *lock = c.lock_until_ms;
-        Ok(ClaimOutcome::Claimed)
+        Ok(ClaimOutcome::Claimed {
+            failures: item.failures_of(&c.version),
+        })
     }
-    async fn delivered(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
+    async fn delivered(&self, c: &DeliveryClaim, _: &Outcome) -> Result<(), LedgerError> {
         let mut items = self.items.lock().unwrap();
         let (item, _) = items.entry((c.id.clone(), c.destination)).or_default();
         item.status = Some(DELIVERED.into());
@@ -42,17 +44,22 @@ impl DeliveryLedger for MemoryLedger {
         item.delivered_at = Some(c.now_ms);
         Ok(())
     }
-    async fn release(&self, c: &DeliveryClaim) -> Result<(), LedgerError> {
+    async fn release(
+        &self,
+        c: &DeliveryClaim,
+        failures: Option<u32>,
+        _: &Outcome,
+    ) -> Result<(), LedgerError> {
         let mut items = self.items.lock().unwrap();
         let key = (c.id.clone(), c.destination);
         if let Some((item, lock)) = items.get_mut(&key)
             && item.status.as_deref() == Some(DELIVERING)
             && *lock == c.lock_until_ms
         {
-            if item.delivered_version.is_none() {
-                items.remove(&key);
-            } else {
-                item.status = Some(DELIVERED.into());
+            item.status = Some(crate::router::ledger::RELEASED.into());
+            if let Some(f) = failures {
+                item.failures = f;
+                item.failed_version = Some(c.version.clone());
             }
         }
         Ok(())
@@ -129,10 +136,12 @@ fn router() -> Router<MemoryLedger, ScriptedDestinations> {
             delivery_ttl_seconds: 3600,
             max_receive_count: None,
             schedule: Default::default(),
+            control: Default::default(),
         },
         ledger: MemoryLedger::default(),
         destinations: ScriptedDestinations::default(),
         redelivery: crate::queue::NoRedelivery,
+        control: NoControl,
     }
 }
 
@@ -300,6 +309,7 @@ async fn a_record_that_is_not_an_envelope_fails_alone() {
 struct MemoryRedelivery {
     delays: Mutex<Vec<(String, Duration)>>,
     letters: Mutex<Vec<(String, String, u32)>>,
+    requeued: Mutex<Vec<(String, Duration)>>,
 }
 
 impl Redelivery for MemoryRedelivery {
@@ -317,6 +327,10 @@ impl Redelivery for MemoryRedelivery {
             .push((r.message_id.into(), r.reason.into(), r.receives));
         Ok(())
     }
+    async fn requeue(&self, body: &str, wait: Duration) -> Result<(), crate::queue::QueueError> {
+        self.requeued.lock().unwrap().push((body.into(), wait));
+        Ok(())
+    }
 }
 
 fn scheduled_router(
@@ -331,6 +345,7 @@ fn scheduled_router(
         ledger: MemoryLedger::default(),
         destinations: ScriptedDestinations::default(),
         redelivery: MemoryRedelivery::default(),
+        control: NoControl,
     }
 }
 
@@ -368,7 +383,7 @@ async fn a_failing_record_waits_out_the_schedule_then_reaches_the_dlq_with_its_r
     let (id, reason, receives) = &letters[0];
     assert_eq!((id.as_str(), *receives), ("m1", 3));
     assert!(
-        reason.starts_with("retries exhausted after 3 receives over 150 s"),
+        reason.starts_with("retries exhausted after 3 failed receives over 150 s"),
         "{reason}"
     );
     assert!(reason.contains("nurture: answered 503"), "{reason}");

@@ -107,7 +107,18 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
         expires_at: now_ms / 1000 + 3600,
     };
     ledger.claim(&claim).await.unwrap();
-    ledger.delivered(&claim).await.unwrap();
+    ledger
+        .delivered(
+            &claim,
+            &clayhook::router::ledger::Outcome {
+                at_ms: now_ms,
+                tries: 1,
+                class: "delivered",
+                what: "delivered".into(),
+            },
+        )
+        .await
+        .unwrap();
 
     let r = clayhook(&aws, &dlq, &["list"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -209,6 +220,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
             delivery_ttl_seconds: 3600,
             max_receive_count: None,
             schedule: Default::default(),
+            control: Default::default(),
         },
         ledger,
         destinations: HttpDestinations::new(
@@ -223,6 +235,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
         )
         .unwrap(),
         redelivery: clayhook::queue::NoRedelivery,
+        control: clayhook::delivery::control::NoControl,
     };
     let event: SqsEvent = clayhook::local::poller::event_from_messages(
         &messages,
@@ -295,6 +308,7 @@ async fn failing_leads_wait_out_the_schedule_then_reach_the_dlq_with_a_reason() 
             delivery_ttl_seconds: 3600,
             max_receive_count: None,
             schedule: RetrySchedule::parse("1s,2s", "3s").unwrap(),
+            control: Default::default(),
         },
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(
@@ -309,6 +323,7 @@ async fn failing_leads_wait_out_the_schedule_then_reach_the_dlq_with_a_reason() 
         )
         .unwrap(),
         redelivery: SqsRedelivery::new(aws.sqs.clone(), aws.queue_url.clone(), dlq.clone()),
+        control: clayhook::delivery::control::NoControl,
     };
     let poller = Poller {
         sqs: &aws.sqs,

@@ -36,6 +36,7 @@ fn settings() -> RouterSettings {
         delivery_ttl_seconds: 3600,
         max_receive_count: None,
         schedule: Default::default(),
+        control: Default::default(),
     }
 }
 
@@ -45,6 +46,7 @@ fn router(aws: &Aws, d: DestinationSettings) -> R {
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(d, Duration::from_millis(500)).unwrap(),
         redelivery: clayhook::queue::NoRedelivery,
+        control: clayhook::delivery::control::NoControl,
     }
 }
 
@@ -723,33 +725,53 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
         expires_at: now_ms / 1000 + 3600,
     };
     let live = now_ms + 60_000;
+    let outcome = |class: &'static str, what: &str| clayhook::router::ledger::Outcome {
+        at_ms: now_ms,
+        tries: 2,
+        class,
+        what: what.into(),
+    };
+    let done = outcome("delivered", "delivered");
     let a = claim("A", now_ms - 10_000, live);
     let b = claim("B", now_ms - 5_000, live + 1);
-    assert_eq!(ledger.claim(&a).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        ledger.claim(&a).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 0 }
+    );
     assert_eq!(
         ledger.claim(&a).await.unwrap(),
         ClaimOutcome::Busy,
         "a live claim"
     );
-    ledger.delivered(&a).await.unwrap();
+    ledger.delivered(&a, &done).await.unwrap();
     assert_eq!(
         ledger.claim(&a).await.unwrap(),
         ClaimOutcome::AlreadyDelivered
     );
     // B (re-enriched) claims; its delivery fails and is released: A stays delivered.
-    assert_eq!(ledger.claim(&b).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        ledger.claim(&b).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 0 }
+    );
     assert_eq!(
         ledger.claim(&a).await.unwrap(),
         ClaimOutcome::AlreadyDelivered
     );
-    ledger.release(&b).await.unwrap();
+    ledger
+        .release(&b, Some(1), &outcome("transient", "answered 503"))
+        .await
+        .unwrap();
     assert_eq!(
         ledger.claim(&a).await.unwrap(),
         ClaimOutcome::AlreadyDelivered
     );
-    // B's retry claims again and delivers; then neither A nor B goes out again.
-    assert_eq!(ledger.claim(&b).await.unwrap(), ClaimOutcome::Claimed);
-    ledger.delivered(&b).await.unwrap();
+    // B's retry claims again (one failure of B so far) and delivers; then neither A nor B goes
+    // out again.
+    assert_eq!(
+        ledger.claim(&b).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 1 }
+    );
+    ledger.delivered(&b, &done).await.unwrap();
     assert_eq!(
         ledger.claim(&b).await.unwrap(),
         ClaimOutcome::AlreadyDelivered
@@ -760,7 +782,10 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
     );
     // C claims and its invocation dies (lock lapsed): A or B late are skipped, C's retry claims.
     let c_dead = claim("C", now_ms - 1_000, now_ms - 1);
-    assert_eq!(ledger.claim(&c_dead).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        ledger.claim(&c_dead).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 0 }
+    );
     assert_eq!(
         ledger.claim(&a).await.unwrap(),
         ClaimOutcome::AlreadyDelivered
@@ -770,21 +795,54 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
         ClaimOutcome::AlreadyDelivered
     );
     let c = claim("C", now_ms - 1_000, live);
-    assert_eq!(ledger.claim(&c).await.unwrap(), ClaimOutcome::Claimed);
-    // A first delivery that fails leaves nothing behind.
+    assert_eq!(
+        ledger.claim(&c).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 0 }
+    );
+    // A first delivery that fails is released with its count and its history: the next claim
+    // learns the retry schedule's step from it; a try held back (no request made) counts
+    // nothing.
     let other = DeliveryClaim {
         destination: DestinationName::Zapier,
         ..a.clone()
     };
-    assert_eq!(ledger.claim(&other).await.unwrap(), ClaimOutcome::Claimed);
-    ledger.release(&other).await.unwrap();
-    let pk = DynamoDbDeliveryLedger::pk(&id, DestinationName::Zapier);
-    assert!(
-        !aws.items()
-            .await
-            .iter()
-            .any(|i| i["pk"].as_s().unwrap() == &pk)
+    assert_eq!(
+        ledger.claim(&other).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 0 }
     );
+    ledger
+        .release(&other, Some(1), &outcome("transient", "timeout error"))
+        .await
+        .unwrap();
+    let other = DeliveryClaim {
+        lock_until_ms: live + 5,
+        ..other
+    };
+    assert_eq!(
+        ledger.claim(&other).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 1 }
+    );
+    ledger
+        .release(&other, None, &outcome("transient", "held"))
+        .await
+        .unwrap();
+    let pk = DynamoDbDeliveryLedger::pk(&id, DestinationName::Zapier);
+    let items = aws.items().await;
+    let item = items
+        .iter()
+        .find(|i| i["pk"].as_s().unwrap() == &pk)
+        .expect("the released item stays");
+    assert_eq!(item["status"].as_s().unwrap(), "RELEASED");
+    assert_eq!(item["failures"].as_n().unwrap(), "1");
+    assert_eq!(item["tries"].as_n().unwrap(), "4");
+    let history = item["history"].as_l().unwrap();
+    assert_eq!(history.len(), 1, "a held try adds no history");
+    let entry = clayhook::router::ledger::Outcome::from_attribute(&history[0]).unwrap();
+    assert_eq!(
+        (entry.class, entry.what.as_str()),
+        ("transient", "timeout error")
+    );
+    assert!(!item.contains_key("delivered_version"));
     // An item written before versions were kept: delivered at `now_ms - 3_000`.
     let legacy = DynamoDbDeliveryLedger::pk(&id, DestinationName::Slack);
     aws.ddb
@@ -813,7 +871,7 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
     );
     assert_eq!(
         ledger.claim(&slack(&c)).await.unwrap(),
-        ClaimOutcome::Claimed,
+        ClaimOutcome::Claimed { failures: 0 },
         "accepted after it: a new version"
     );
 }

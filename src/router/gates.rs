@@ -1,0 +1,231 @@
+//! One batch's view of the shared delivery control: each destination's state, read once at the
+//! start of the batch and kept current by what every call returns, and the decisions the router
+//! takes from it before and after each request (wait, probe, book a slot, count a failure).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tracing::{info, warn};
+
+use crate::clock::epoch_ms;
+use crate::delivery::control::config::ControlSettings;
+use crate::delivery::control::{Booking, BreakerPolicy, ControlState, DeliveryControl, Gate, Held};
+use crate::delivery::names::DestinationName;
+use crate::delivery::retry::{Attempt, Class};
+use crate::metrics::Metrics;
+
+/// A wait imposed on one destination: not before `until_ms`, because `held`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub until_ms: i64,
+    pub held: Held,
+}
+
+/// Without a breaker, no count of failures ever opens one.
+const NO_BREAKER: BreakerPolicy = BreakerPolicy {
+    threshold: u32::MAX,
+    cooldown: Duration::from_secs(1),
+    max_cooldown: Duration::from_secs(1),
+};
+
+pub struct Gates<'a, C> {
+    control: &'a C,
+    settings: &'a ControlSettings,
+    states: Mutex<HashMap<DestinationName, ControlState>>,
+}
+
+fn now_ms() -> i64 {
+    epoch_ms(std::time::SystemTime::now())
+}
+
+impl<'a, C: DeliveryControl> Gates<'a, C> {
+    /// Reads the destinations' states (one request); an unreadable store reads as clean states,
+    /// so a DynamoDB hiccup does not hold deliveries back (the ledger still guards them).
+    pub async fn load(
+        control: &'a C,
+        settings: &'a ControlSettings,
+        destinations: &[DestinationName],
+    ) -> Gates<'a, C> {
+        let mut states = HashMap::new();
+        if control.enabled() && settings.enabled() {
+            match control.read(destinations).await {
+                Ok(read) => states.extend(read),
+                Err(e) => {
+                    warn!(error = %e, "could not read the delivery control; going on without it")
+                }
+            }
+        }
+        Gates {
+            control,
+            settings,
+            states: Mutex::new(states),
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.control.enabled() && self.settings.enabled()
+    }
+
+    fn policy(&self) -> &BreakerPolicy {
+        self.settings.breaker.as_ref().unwrap_or(&NO_BREAKER)
+    }
+
+    fn state(&self, d: DestinationName) -> ControlState {
+        self.states
+            .lock()
+            .map(|s| s.get(&d).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn keep(&self, d: DestinationName, state: ControlState) {
+        if let Ok(mut s) = self.states.lock() {
+            s.insert(d, state);
+        }
+    }
+
+    /// What the last known state allows now.
+    pub fn check(&self, d: DestinationName) -> Result<Gate, Hold> {
+        if !self.active() {
+            return Ok(Gate::Pass);
+        }
+        match self.state(d).gate(self.policy(), now_ms()) {
+            Gate::Wait { until_ms, held } => Err(Hold { until_ms, held }),
+            other => Ok(other),
+        }
+    }
+
+    /// Half-open: takes the probe for `lease` (the one request it allows), or says what to wait
+    /// for.
+    pub async fn probe(&self, d: DestinationName, lease: Duration) -> Result<(), Hold> {
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        match self.control.take_probe(d, self.policy(), now, until).await {
+            Ok(Ok(state)) => {
+                self.keep(d, state);
+                info!(destination = %d, "breaker half-open: this delivery is the probe");
+                Ok(())
+            }
+            Ok(Err(found)) => {
+                self.keep(d, found);
+                match found.gate(self.policy(), now) {
+                    Gate::Wait { until_ms, held } => Err(Hold { until_ms, held }),
+                    // Closed since, or the probe lapsed between the read and the write: wait a
+                    // moment rather than race for it again.
+                    _ => Err(Hold {
+                        until_ms: now + 1_000,
+                        held: Held::Probing,
+                    }),
+                }
+            }
+            Err(e) => {
+                warn!(destination = %d, error = %e, "could not take the probe; waiting for the cooldown");
+                Err(Hold {
+                    until_ms: now + self.policy().cooldown.as_millis() as i64,
+                    held: Held::Probing,
+                })
+            }
+        }
+    }
+
+    /// Books a slot under the destination's rate limit (if it has one) and sleeps until it,
+    /// waiting at most `max_wait` (and the configured longest wait).
+    pub async fn book(
+        &self,
+        d: DestinationName,
+        max_wait: Duration,
+        metrics: &Metrics,
+    ) -> Result<(), Hold> {
+        let Some(limit) = self.active().then(|| self.settings.limit(d)).flatten() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let max_wait = max_wait.min(self.settings.max_wait).as_millis() as i64;
+        match self.control.book(d, limit, now, max_wait).await {
+            Ok(Booking::SendAt(at)) => {
+                let wait = Duration::from_millis((at - now).max(0) as u64);
+                if !wait.is_zero() {
+                    metrics.duration("RateLimitWait", wait, &[("Destination", d.as_str())]);
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(())
+            }
+            Ok(Booking::TooFar { until_ms }) => Err(Hold {
+                until_ms,
+                held: Held::RateLimited,
+            }),
+            Err(e) => {
+                // Sending unbooked could break the limit; waiting a little costs only latency.
+                warn!(destination = %d, error = %e, "could not book a rate-limit slot");
+                Err(Hold {
+                    until_ms: now + 1_000,
+                    held: Held::RateLimited,
+                })
+            }
+        }
+    }
+
+    /// After a request: a success closes the breaker, a 429 with `Retry-After` pauses the
+    /// destination for everyone, another transient failure counts towards opening it.
+    pub async fn after(
+        &self,
+        d: DestinationName,
+        attempt: &Attempt,
+        class: &Class,
+        metrics: &Metrics,
+    ) {
+        if !self.active() {
+            return;
+        }
+        let now = now_ms();
+        let dims = [("Destination", d.as_str())];
+        let result = match (attempt, class) {
+            (_, Class::Success) => {
+                if self.state(d).is_clean() {
+                    return;
+                }
+                self.control.succeeded(d, now).await.inspect(|s| {
+                    if s.is_clean() {
+                        info!(destination = %d, "breaker closed");
+                    }
+                })
+            }
+            (
+                Attempt::Status {
+                    status: 429,
+                    retry_after: Some(_),
+                    ..
+                },
+                Class::Transient {
+                    not_before: Some(wait),
+                },
+            ) => {
+                let until = now + wait.as_millis() as i64;
+                metrics.count("Paused", &dims);
+                warn!(destination = %d, wait_ms = wait.as_millis() as u64, "429 with Retry-After: the destination is paused for every router");
+                self.control.pause(d, until).await
+            }
+            (_, Class::Transient { .. }) if self.settings.breaker.is_some() => {
+                match self.control.failed(d, self.policy(), now).await {
+                    Ok((state, opened)) => {
+                        if opened {
+                            metrics.count("BreakerOpened", &dims);
+                            warn!(
+                                destination = %d,
+                                failures = state.failures,
+                                cooldown_s = (state.open_until_ms - now) / 1000,
+                                "circuit breaker opened"
+                            );
+                        }
+                        Ok(state)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => return,
+        };
+        match result {
+            Ok(state) => self.keep(d, state),
+            Err(e) => warn!(destination = %d, error = %e, "could not update the delivery control"),
+        }
+    }
+}
