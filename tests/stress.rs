@@ -7,9 +7,13 @@
 //!    seeded random, redelivering until the queue drains.
 //! 3. Feeder storm: rows through the intake queue and two feeder instances into a Clay that
 //!    misbehaves and drops rows silently past its limit (`stress_suites/feeder_storm.rs`).
+//! 4. Delivery control (`stress_suites/delivery_control.rs`): a destination down longer than the
+//!    retry schedule behind its circuit breaker; two routers sharing one rate limit.
 //!
 //! Ends with one table: sent / delivered / duplicated / lost / in DLQ.
 
+#[path = "stress_suites/delivery_control.rs"]
+mod delivery_control;
 #[path = "stress_suites/feeder_storm.rs"]
 mod feeder_storm;
 mod support;
@@ -358,17 +362,34 @@ async fn nothing_lost_nothing_sent_twice() {
         duplicate_storm().await,
         router_faults().await,
         feeder_storm::feeder_storm(SEED).await,
+        delivery_control::breaker_outage().await,
+        delivery_control::shared_rate_limit().await,
     ];
+    print_and_check(&rows);
+}
+
+/// The delivery-control suites alone: `cargo test --test stress -- --ignored delivery_control`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long; run with `make stress`"]
+async fn delivery_control_only() {
+    let rows = vec![
+        delivery_control::breaker_outage().await,
+        delivery_control::shared_rate_limit().await,
+    ];
+    print_and_check(&rows);
+}
+
+fn print_and_check(rows: &[Row]) {
     println!();
     println!("| suite | sent | delivered | duplicated | lost | in DLQ | waiting |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {} | {} | {} | {} | {} | {} |",
             r.suite, r.sent, r.delivered, r.duplicated, r.lost, r.in_dlq, r.waiting
         );
     }
-    for r in &rows {
+    for r in rows {
         assert_eq!(r.lost, 0, "{}: lost", r.suite);
         assert_eq!(r.duplicated, 0, "{}: duplicated", r.suite);
         assert!(

@@ -138,17 +138,43 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
         let Some(limit) = self.active().then(|| self.settings.limit(d)).flatten() else {
             return Ok(());
         };
-        let now = now_ms();
         let max_wait = max_wait.min(self.settings.max_wait).as_millis() as i64;
-        match self.control.book(d, limit, now, max_wait).await {
-            Ok(Booking::SendAt(at)) => {
-                let wait = Duration::from_millis((at - now).max(0) as u64);
-                if !wait.is_zero() {
-                    metrics.duration("RateLimitWait", wait, &[("Destination", d.as_str())]);
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(())
+        let mut tries = 0;
+        let mut waited = Duration::ZERO;
+        loop {
+            tries += 1;
+            let now = now_ms();
+            let booking = self.control.book(d, limit, now, max_wait).await;
+            let Ok(Booking::SendAt(at)) = booking else {
+                return self.not_booked(d, booking, now);
+            };
+            // Measured from when the booking came back: a slow write must not push the
+            // request past its slot. A slot missed by more than one interval (the write took
+            // that long) is given up for a later one, so late requests never bunch together.
+            let late = now_ms() - at;
+            if late > limit.interval_ms() && tries < 3 {
+                continue;
             }
+            let wait = Duration::from_millis((-late).max(0) as u64);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                waited += wait;
+            }
+            if !waited.is_zero() {
+                metrics.duration("RateLimitWait", waited, &[("Destination", d.as_str())]);
+            }
+            return Ok(());
+        }
+    }
+
+    fn not_booked(
+        &self,
+        d: DestinationName,
+        booking: Result<Booking, crate::delivery::control::ControlError>,
+        now: i64,
+    ) -> Result<(), Hold> {
+        match booking {
+            Ok(Booking::SendAt(_)) => Ok(()),
             Ok(Booking::TooFar { until_ms }) => Err(Hold {
                 until_ms,
                 held: Held::RateLimited,

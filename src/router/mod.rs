@@ -571,6 +571,8 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             failed => {
                 // A receive that made no request (held before its first) is no failure.
                 let failures = (tries > 0).then_some(failures + 1);
+                // A failure that opened the breaker (or met a pause) waits for it too.
+                let hold = hold.or_else(|| gates.check(dest).err());
                 if let Err(e) = self.ledger.release(&claim, failures, &outcome).await {
                     warn!(destination = %dest, error = %e, "could not release the claim; it expires on its own");
                 }

@@ -11,6 +11,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
+mod control;
+
 /// The ledger's contract in memory: the same `covers` decision as the DynamoDB adapter.
 #[derive(Default)]
 struct MemoryLedger {
@@ -161,8 +163,8 @@ fn record(message_id: &str, env: &Envelope, group: Option<&str>) -> SqsMessage {
     m
 }
 
-async fn failed<Q: Redelivery>(
-    r: &Router<MemoryLedger, ScriptedDestinations, Q>,
+async fn failed<Q: Redelivery, C: DeliveryControl>(
+    r: &Router<MemoryLedger, ScriptedDestinations, Q, C>,
     records: Vec<SqsMessage>,
 ) -> Vec<String> {
     let mut event = SqsEvent::default();

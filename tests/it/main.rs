@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod control;
 mod dlq;
 mod end_to_end;
 mod feeder;

@@ -1,0 +1,328 @@
+//! The router with the shared delivery control in memory: the breaker opens within its
+//! threshold and holds only its destination, held records wait without counting a failure, one
+//! probe closes it, and a 429 pauses the destination for the rest of the batch.
+
+use super::*;
+use crate::delivery::control::config::ControlSettings;
+use crate::delivery::control::{
+    Booking, BreakerPolicy, ControlError, ControlState, RateLimit, book,
+};
+
+/// The control store's contract in memory, with the same decisions as the DynamoDB adapter.
+#[derive(Default)]
+struct MemoryControl {
+    states: Mutex<HashMap<DestinationName, ControlState>>,
+}
+
+impl MemoryControl {
+    fn state(&self, d: DestinationName) -> ControlState {
+        self.states
+            .lock()
+            .unwrap()
+            .get(&d)
+            .copied()
+            .unwrap_or_default()
+    }
+    fn set(&self, d: DestinationName, s: ControlState) {
+        self.states.lock().unwrap().insert(d, s);
+    }
+}
+
+impl DeliveryControl for MemoryControl {
+    fn enabled(&self) -> bool {
+        true
+    }
+    async fn read(
+        &self,
+        ds: &[DestinationName],
+    ) -> Result<Vec<(DestinationName, ControlState)>, ControlError> {
+        Ok(ds.iter().map(|d| (*d, self.state(*d))).collect())
+    }
+    async fn failed(
+        &self,
+        d: DestinationName,
+        policy: &BreakerPolicy,
+        now_ms: i64,
+    ) -> Result<(ControlState, bool), ControlError> {
+        let mut s = self.state(d);
+        s.failures += 1;
+        let opened = s.should_open(policy, now_ms);
+        if opened {
+            s.opens += 1;
+            s.open_until_ms = now_ms + policy.cooldown_for(s.opens).as_millis() as i64;
+            s.probe_until_ms = 0;
+        }
+        self.set(d, s);
+        Ok((s, opened))
+    }
+    async fn succeeded(
+        &self,
+        d: DestinationName,
+        now_ms: i64,
+    ) -> Result<ControlState, ControlError> {
+        let mut s = self.state(d);
+        if s.open_until_ms <= now_ms {
+            s.failures = 0;
+            s.opens = 0;
+            s.probe_until_ms = 0;
+            self.set(d, s);
+        }
+        Ok(s)
+    }
+    async fn take_probe(
+        &self,
+        d: DestinationName,
+        policy: &BreakerPolicy,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Result<ControlState, ControlState>, ControlError> {
+        let mut s = self.state(d);
+        if s.gate(policy, now_ms) != Gate::Probe {
+            return Ok(Err(s));
+        }
+        s.probe_until_ms = until_ms;
+        self.set(d, s);
+        Ok(Ok(s))
+    }
+    async fn pause(&self, d: DestinationName, until_ms: i64) -> Result<ControlState, ControlError> {
+        let mut s = self.state(d);
+        s.paused_until_ms = s.paused_until_ms.max(until_ms);
+        self.set(d, s);
+        Ok(s)
+    }
+    async fn book(
+        &self,
+        d: DestinationName,
+        limit: &RateLimit,
+        now_ms: i64,
+        max_wait_ms: i64,
+    ) -> Result<Booking, ControlError> {
+        let mut s = self.state(d);
+        let (booking, tat) = book(s.tat_ms, limit, now_ms, max_wait_ms);
+        s.tat_ms = tat;
+        self.set(d, s);
+        Ok(booking)
+    }
+}
+
+const POLICY: BreakerPolicy = BreakerPolicy {
+    threshold: 3,
+    cooldown: Duration::from_secs(60),
+    max_cooldown: Duration::from_secs(600),
+};
+
+fn controlled() -> Router<MemoryLedger, ScriptedDestinations, MemoryRedelivery, MemoryControl> {
+    let mut settings = router().settings;
+    settings.control = ControlSettings {
+        breaker: Some(POLICY),
+        limits: Vec::new(),
+        max_wait: Duration::from_secs(5),
+    };
+    // One request per receive keeps the counting plain.
+    settings.retry.max_attempts = 1;
+    Router {
+        settings,
+        ledger: MemoryLedger::default(),
+        destinations: ScriptedDestinations::default(),
+        redelivery: MemoryRedelivery::default(),
+        control: MemoryControl::default(),
+    }
+}
+
+/// 60 to 79: nurture and zapier.
+const WARM: &str = r#"{"email":"w@b.co","icp_score":65}"#;
+
+fn warm(i: usize) -> Envelope {
+    envelope(&format!("warm{i}"), WARM, 1_000)
+}
+
+fn ledger_failures(
+    r: &Router<MemoryLedger, ScriptedDestinations, MemoryRedelivery, MemoryControl>,
+    env: &Envelope,
+    d: DestinationName,
+) -> u32 {
+    r.ledger
+        .items
+        .lock()
+        .unwrap()
+        .get(&(env.id.clone(), d))
+        .map_or(0, |(i, _)| i.failures)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_at_its_threshold_and_holds_only_its_destination() {
+    let mut r = controlled();
+    r.settings.concurrency = 1;
+    r.destinations.script(Nurture, vec![status(503, None); 50]);
+    let leads: Vec<Envelope> = (0..10).map(warm).collect();
+    let records = leads
+        .iter()
+        .enumerate()
+        .map(|(i, e)| received(&format!("m{i}"), e, 1))
+        .collect();
+    let failed_ids = failed(&r, records).await;
+    assert_eq!(failed_ids.len(), 10, "every record still owes nurture");
+    // Nurture was tried until the breaker opened: the threshold, not ten.
+    assert_eq!(r.destinations.calls(Nurture).len(), 3);
+    assert!(r.control.state(Nurture).open_until_ms > epoch_ms(SystemTime::now()));
+    // Zapier, on the same records, got every one.
+    assert_eq!(r.destinations.calls(Zapier).len(), 10);
+    // The three that failed count one failure each; the seven held count none. The two that
+    // failed before it opened wait the schedule's first step; the rest wait for the breaker
+    // (its 60 s cooldown, plus some jitter).
+    let counted: u32 = leads.iter().map(|e| ledger_failures(&r, e, Nurture)).sum();
+    assert_eq!(counted, 3);
+    let delays = r.redelivery.delays.lock().unwrap().clone();
+    assert_eq!(delays.len(), 10);
+    let waits: Vec<Duration> = delays.iter().map(|(_, w)| *w).collect();
+    assert_eq!(waits[..2], [Duration::from_secs(30); 2], "{delays:?}");
+    assert!(
+        waits[2..]
+            .iter()
+            .all(|w| *w >= Duration::from_secs(55) && *w <= Duration::from_secs(70)),
+        "{delays:?}"
+    );
+    assert!(r.redelivery.letters.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_receives_do_not_use_up_the_retry_schedule() {
+    let r = controlled();
+    let env = warm(1);
+    r.control.set(
+        Nurture,
+        ControlState {
+            failures: 3,
+            opens: 1,
+            open_until_ms: epoch_ms(SystemTime::now()) + 3_600_000,
+            ..ControlState::default()
+        },
+    );
+    // Receive after receive far past the schedule's 18: held each time, never dead-lettered.
+    for receive in 1..=40 {
+        assert_eq!(
+            failed(&r, vec![received("m1", &env, receive)]).await,
+            ["m1"]
+        );
+    }
+    assert!(r.redelivery.letters.lock().unwrap().is_empty());
+    assert_eq!(r.destinations.calls(Nurture).len(), 0);
+    assert_eq!(ledger_failures(&r, &env, Nurture), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn near_the_queues_receive_limit_a_held_record_goes_back_fresh() {
+    let mut r = controlled();
+    r.settings.max_receive_count = Some(30);
+    let env = warm(2);
+    r.control.set(
+        Nurture,
+        ControlState {
+            failures: 3,
+            open_until_ms: epoch_ms(SystemTime::now()) + 600_000,
+            ..ControlState::default()
+        },
+    );
+    assert_eq!(failed(&r, vec![received("m1", &env, 28)]).await, ["m1"]);
+    assert!(r.redelivery.requeued.lock().unwrap().is_empty());
+    assert!(
+        failed(&r, vec![received("m1", &env, 29)]).await.is_empty(),
+        "sent back as a new message, so this one is deleted"
+    );
+    let requeued = r.redelivery.requeued.lock().unwrap().clone();
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(Envelope::parse(&requeued[0].0).unwrap().id, env.id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_lets_one_probe_through_and_its_success_closes_the_breaker() {
+    let mut r = controlled();
+    r.settings.concurrency = 1;
+    let past = epoch_ms(SystemTime::now()) - 1;
+    r.control.set(
+        Nurture,
+        ControlState {
+            failures: 3,
+            opens: 2,
+            open_until_ms: past,
+            ..ControlState::default()
+        },
+    );
+    let leads: Vec<Envelope> = (0..4).map(warm).collect();
+    let records: Vec<SqsMessage> = leads
+        .iter()
+        .enumerate()
+        .map(|(i, e)| received(&format!("m{i}"), e, 1))
+        .collect();
+    let failed_ids = failed(&r, records).await;
+    // The first record probes and succeeds: closed, and the rest go straight through.
+    assert!(failed_ids.is_empty(), "{failed_ids:?}");
+    assert_eq!(r.destinations.calls(Nurture).len(), 4);
+    assert!(r.control.state(Nurture).is_clean());
+
+    // A failed probe reopens it, for twice as long as the opening before.
+    let r = controlled();
+    r.control.set(
+        Nurture,
+        ControlState {
+            failures: 3,
+            opens: 1,
+            open_until_ms: past,
+            ..ControlState::default()
+        },
+    );
+    r.destinations.script(Nurture, vec![status(503, None)]);
+    failed(&r, vec![received("p", &warm(9), 1)]).await;
+    let s = r.control.state(Nurture);
+    assert_eq!(s.opens, 2);
+    let left = s.open_until_ms - epoch_ms(SystemTime::now());
+    assert!((110_000..=120_000).contains(&left), "{left}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_pauses_the_destination_for_the_rest_of_the_batch() {
+    let mut r = controlled();
+    r.settings.concurrency = 1;
+    r.destinations
+        .script(Zapier, vec![status(429, Some(RetryAfter::Seconds(120)))]);
+    let records: Vec<SqsMessage> = (0..3)
+        .map(|i| received(&format!("m{i}"), &warm(i), 1))
+        .collect();
+    let failed_ids = failed(&r, records).await;
+    assert_eq!(failed_ids.len(), 3);
+    assert_eq!(
+        r.destinations.calls(Zapier).len(),
+        1,
+        "the others were paused"
+    );
+    assert_eq!(r.destinations.calls(Nurture).len(), 3);
+    let paused = r.control.state(Zapier).paused_until_ms - epoch_ms(SystemTime::now());
+    assert!((115_000..=120_000).contains(&paused), "{paused}");
+    // A 429 is no breaker failure.
+    assert_eq!(r.control.state(Zapier).failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_booked_far_ahead_holds_the_record_on_the_queue() {
+    let mut r = controlled();
+    r.settings.control.limits = vec![(
+        Nurture,
+        RateLimit {
+            count: 1,
+            per: Duration::from_secs(10),
+            burst: 1,
+        },
+    )];
+    r.settings.control.max_wait = Duration::from_secs(5);
+    r.settings.concurrency = 1;
+    let records: Vec<SqsMessage> = (0..2)
+        .map(|i| received(&format!("m{i}"), &warm(i), 1))
+        .collect();
+    // The first takes the slot; the second's is 10 s off, past the 5 s it may wait in line.
+    assert_eq!(failed(&r, records).await, ["m1"]);
+    assert_eq!(r.destinations.calls(Nurture).len(), 1);
+    let delays = r.redelivery.delays.lock().unwrap().clone();
+    assert_eq!(delays.len(), 1);
+    assert!(delays[0].1 >= Duration::from_secs(4), "{delays:?}");
+    assert_eq!(ledger_failures(&r, &warm(1), Nurture), 0);
+}
