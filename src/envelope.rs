@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::delivery::names::DestinationName;
 use crate::lead::Lead;
 
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -19,6 +20,23 @@ pub struct Envelope {
     /// The `{source}` path segment, or null.
     pub source: Option<String>,
     pub lead: Lead,
+    /// Set by `clayhook events replay` (absent from what ingest sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+}
+
+/// A replay of an archived lead: through the queue, so rules, limits and the breaker apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// When it was replayed (epoch ms).
+    pub at_ms: i64,
+    /// Deliver again even where the ledger has it: a new version for the ledger, so a forced
+    /// replay still reaches each destination once.
+    #[serde(default)]
+    pub force: bool,
+    /// Only these of the destinations the rules choose (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationName>,
 }
 
 /// The deepest body (nested objects and arrays, the body object itself counting 1) whose
@@ -73,6 +91,7 @@ impl Envelope {
             received_at: rfc3339(received_at),
             source,
             lead,
+            replay: None,
         }
     }
 
@@ -95,13 +114,23 @@ impl Envelope {
     /// every version of a row has the same ID, and a re-enriched row (accepted again once its
     /// ingest record expired) must reach its destinations again; the delivery ledger records
     /// which version it delivered.
+    ///
+    /// A forced replay is a version of its own, newer than any before it.
     pub fn lead_version(&self) -> String {
         let lead = serde_json::to_vec(&self.lead).unwrap_or_default();
-        crate::idempotency::sha256_hex(&lead)
+        let hash = crate::idempotency::sha256_hex(&lead);
+        match &self.replay {
+            Some(r) if r.force => format!("{hash}#replay@{}", r.at_ms),
+            _ => hash,
+        }
     }
 
-    /// `received_at` in epoch milliseconds (0 when unreadable): orders versions of one lead.
+    /// `received_at` in epoch milliseconds (0 when unreadable): orders versions of one lead. A
+    /// forced replay counts from when it was replayed.
     pub fn received_at_ms(&self) -> i64 {
+        if let Some(r) = self.replay.as_ref().filter(|r| r.force) {
+            return r.at_ms;
+        }
         OffsetDateTime::parse(&self.received_at, &Rfc3339)
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
             .unwrap_or(0)

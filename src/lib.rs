@@ -7,6 +7,7 @@
 //! and HTTP adapters sit beside their ports, and `wiring` puts them together. Modules behind the
 //! `cli` feature serve only the `clayhook` binary. The module map is in docs/architecture.md.
 
+pub mod archive;
 pub mod auth;
 pub mod aws;
 pub mod batch;

@@ -31,6 +31,14 @@ pub fn delivery_key(id: &str, destination: DestinationName) -> String {
     format!("{DELIVERY_PREFIX}{id}#{destination}")
 }
 
+/// The archived envelope of one lead (`clayhook events`).
+pub fn archive_key(id: &str) -> String {
+    format!("{DELIVERY_PREFIX}{ARCHIVE_INFIX}{id}")
+}
+
+/// What follows [`DELIVERY_PREFIX`] in an archive key (never hex, so never a lead ID).
+pub const ARCHIVE_INFIX: &str = "event#";
+
 /// The router's shared delivery control (breaker, rate limit, pause) of one destination.
 pub fn delivery_control_key(destination: DestinationName) -> String {
     format!("{DELIVERY_PREFIX}control#{destination}")

@@ -209,6 +209,7 @@ async fn router_faults() -> Row {
             max_receive_count: None,
             schedule: Default::default(),
             control: Default::default(),
+            archive_days: 0,
         },
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(destinations, Duration::from_millis(500)).unwrap(),
@@ -364,6 +365,7 @@ async fn nothing_lost_nothing_sent_twice() {
         feeder_storm::feeder_storm(SEED).await,
         delivery_control::breaker_outage().await,
         delivery_control::shared_rate_limit().await,
+        delivery_control::replay_to_new_destination().await,
     ];
     print_and_check(&rows);
 }
@@ -375,6 +377,7 @@ async fn delivery_control_only() {
     let rows = vec![
         delivery_control::breaker_outage().await,
         delivery_control::shared_rate_limit().await,
+        delivery_control::replay_to_new_destination().await,
     ];
     print_and_check(&rows);
 }

@@ -68,6 +68,16 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// The event archive: every lead the router routed, kept ARCHIVE_DAYS, with each
+    /// destination's delivery timeline; replay sends leads through the lead queue again (AWS
+    /// settings from the usual environment, as for dlq).
+    Events {
+        /// The table holding the archive and the ledger (the stack's LeadsTableName output).
+        #[arg(long, env = "IDEMPOTENCY_TABLE")]
+        table: String,
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// Re-sign a Standard Webhooks API Gateway event (events/*.json) with the current time and
     /// the whsec_ secret in CLAY_WEBHOOK_SECRETS; prints the event.
     SignEvent { file: PathBuf },
@@ -106,6 +116,53 @@ enum DlqAction {
         /// Show what would be redriven; change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsAction {
+    /// One line per lead: received, ID, source, status, destinations routed, delivered, owed.
+    List {
+        /// Only leads received since: a time (2026-12-01T09:00:00Z) or a duration back (6h, 7d).
+        #[arg(long, default_value = "1d")]
+        since: String,
+        /// Only leads from this source (the path's {source}).
+        #[arg(long)]
+        source: Option<String>,
+        /// Only leads with this status.
+        #[arg(long, value_parser = ["delivered", "failed", "waiting"])]
+        status: Option<String>,
+    },
+    /// One lead as JSON: the lead (emails masked), the rules' verdict, each destination's timeline.
+    Show {
+        id: String,
+        /// Show email addresses unmasked.
+        #[arg(long)]
+        show_email: bool,
+    },
+    /// Send leads through the lead queue again: one by ID, or every lead since a time. The
+    /// ledger skips destinations that have a lead unless --force.
+    Replay {
+        /// The lead's ID (or use --since).
+        id: Option<String>,
+        /// Every lead received since (a time, or a duration back such as 6h).
+        #[arg(long, conflicts_with = "id")]
+        since: Option<String>,
+        /// With --since: only leads from this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only to this destination (of those the rules choose).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Deliver again even where the ledger has it (once more per destination).
+        #[arg(long)]
+        force: bool,
+        /// Show what would be replayed; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The lead queue's URL (the stack's LeadQueueUrl output).
+        #[arg(long, env = "LEAD_QUEUE_URL")]
+        queue_url: String,
     },
 }
 
@@ -158,6 +215,7 @@ fn main() -> ExitCode {
             table,
             action,
         } => runtime.block_on(dlq(dlq_url, table, action)),
+        Command::Events { table, action } => runtime.block_on(events(table, action)),
         Command::Push(args) => return runtime.block_on(push(args)),
         Command::Smoke { url, token } => return runtime.block_on(smoke(url, token)),
     };
@@ -439,6 +497,102 @@ async fn dlq(dlq_url: String, table: String, action: DlqAction) -> Result<(), St
                 return Err(format!(
                     "{failed} record(s) could not be redriven; they stay in the DLQ"
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn events(table: String, action: EventsAction) -> Result<(), String> {
+    use clayhook::archive::cli::{Events, ReplayOutcome, detail, line, parse_since};
+    use clayhook::archive::{Status, dynamodb::EventArchive};
+    let sdk = clayhook::aws::sdk_config().await;
+    let events = Events {
+        archive: EventArchive::new(aws_sdk_dynamodb::Client::new(&sdk), table),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+    };
+    let now = clayhook::clock::epoch_ms(std::time::SystemTime::now());
+    match action {
+        EventsAction::List {
+            since,
+            source,
+            status,
+        } => {
+            let since = parse_since(&since, now)?;
+            let wanted = status.as_deref().and_then(Status::parse);
+            let all = events.list(since, source.as_deref(), wanted).await?;
+            for (e, r) in &all {
+                println!("{}", line(e, r));
+            }
+            println!("{} lead(s)", all.len());
+        }
+        EventsAction::Show { id, show_email } => {
+            let rules = clayhook::router::config::routing_rules(&clayhook::config::process_env())
+                .map_err(|e| e.to_string())?;
+            let found = events.show(&id).await?;
+            let text = serde_json::to_string_pretty(&detail(&found, &rules, show_email))
+                .map_err(|e| e.to_string())?;
+            println!("{text}");
+        }
+        EventsAction::Replay {
+            id,
+            since,
+            source,
+            destination,
+            force,
+            dry_run,
+            queue_url,
+        } => {
+            let destination = match destination {
+                Some(d) => Some(
+                    clayhook::router::rules::DestinationName::parse(&d)
+                        .ok_or_else(|| format!("--destination {d:?} is not a destination (crm, outreach, nurture, slack, zapier)"))?,
+                ),
+                None => None,
+            };
+            let chosen = match (id, since) {
+                (Some(id), _) => vec![events.show(&id).await?.0],
+                (None, Some(since)) => events
+                    .list(parse_since(&since, now)?, source.as_deref(), None)
+                    .await?
+                    .into_iter()
+                    .map(|(e, _)| e)
+                    .collect(),
+                (None, None) => return Err("name a lead ID, or --since".into()),
+            };
+            let report = events
+                .replay(&queue_url, &chosen, destination, force, dry_run)
+                .await;
+            let mut failed = 0;
+            for (id, outcome) in &report {
+                match outcome {
+                    ReplayOutcome::Sent => println!("replayed {id}"),
+                    ReplayOutcome::WouldSend => println!("would replay {id}"),
+                    ReplayOutcome::TooLarge => {
+                        failed += 1;
+                        println!(
+                            "left {id}: archived without its body (too large); nothing to replay"
+                        )
+                    }
+                    ReplayOutcome::Failed(e) => {
+                        failed += 1;
+                        println!("failed {id}: {e}")
+                    }
+                }
+            }
+            let sent = report.len() - failed;
+            println!(
+                "{} {sent} lead(s){}{}",
+                if dry_run { "would replay" } else { "replayed" },
+                destination.map_or(String::new(), |d| format!(" to {d}")),
+                if force {
+                    " (forced past the ledger)"
+                } else {
+                    ""
+                }
+            );
+            if failed > 0 {
+                return Err(format!("{failed} lead(s) could not be replayed"));
             }
         }
     }

@@ -1,10 +1,10 @@
 //! The destinations' names, as rules, the ledger, metrics and logs spell them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The five destinations the spec names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DestinationName {
     Crm,
@@ -22,6 +22,13 @@ impl DestinationName {
         DestinationName::Slack,
         DestinationName::Zapier,
     ];
+
+    /// The destination named `name` (`crm`, `slack`, ...).
+    pub fn parse(name: &str) -> Option<DestinationName> {
+        DestinationName::ALL
+            .into_iter()
+            .find(|d| d.as_str() == name.trim())
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

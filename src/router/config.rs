@@ -84,6 +84,11 @@ impl RouterConfig {
                 max_receive_count,
                 schedule,
                 control: ControlSettings::read(env)?,
+                archive_days: env.number(
+                    "ARCHIVE_DAYS",
+                    crate::archive::DEFAULT_ARCHIVE_DAYS,
+                    |d| *d <= 365,
+                )?,
             },
             table: env.required("IDEMPOTENCY_TABLE")?,
             destinations,

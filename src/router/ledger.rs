@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use super::rules::DestinationName;
+use crate::archive::ArchivedEvent;
+use crate::archive::dynamodb::EventArchive;
 use crate::dynamo::{describe, n, s};
 use crate::lease::{Lease, lapsed};
 
@@ -176,6 +178,22 @@ pub trait DeliveryLedger: Send + Sync {
         failures: Option<u32>,
         outcome: &Outcome,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Keeps the envelope as routed ([`crate::archive`]); a version already kept is left.
+    fn archive(
+        &self,
+        _event: &ArchivedEvent,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        std::future::ready(Ok(()))
+    }
+    /// Notes on the archived event why it went to the dead-letter queue.
+    fn dead_lettered(
+        &self,
+        _id: &str,
+        _reason: &str,
+        _at_ms: i64,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        std::future::ready(Ok(()))
+    }
     /// Whether this version of the lead (accepted at `received_at_ms`), or a newer one, has
     /// reached `destination`: what a claim would find (for the DLQ tools).
     fn has_delivered(
@@ -191,13 +209,16 @@ pub trait DeliveryLedger: Send + Sync {
 pub struct DynamoDbDeliveryLedger {
     client: Client,
     table: String,
+    archive: EventArchive,
 }
 
 impl DynamoDbDeliveryLedger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        let table = table.into();
         DynamoDbDeliveryLedger {
+            archive: EventArchive::new(client.clone(), table.clone()),
             client,
-            table: table.into(),
+            table,
         }
     }
 
@@ -229,6 +250,17 @@ const CLAIM_CONDITION: &str = concat!(
 );
 
 impl DeliveryLedger for DynamoDbDeliveryLedger {
+    async fn archive(&self, event: &ArchivedEvent) -> Result<(), LedgerError> {
+        self.archive.put(event).await.map_err(LedgerError)
+    }
+
+    async fn dead_lettered(&self, id: &str, reason: &str, at_ms: i64) -> Result<(), LedgerError> {
+        self.archive
+            .dead_lettered(id, reason, at_ms)
+            .await
+            .map_err(LedgerError)
+    }
+
     async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
         let mut request = self
             .client

@@ -41,6 +41,8 @@ pub struct RouterSettings {
     pub schedule: RetrySchedule,
     /// The shared breaker and rate limits (used with a [`DeliveryControl`]).
     pub control: ControlSettings,
+    /// How long the archive keeps each envelope (`ARCHIVE_DAYS`; 0: not kept).
+    pub archive_days: u32,
 }
 
 pub struct Router<L, D, Q = NoRedelivery, C = NoControl> {
@@ -350,6 +352,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         };
         match self.redelivery.dead_letter(&letter).await {
             Ok(()) => {
+                if let Some(env) = r.body.as_deref().and_then(|b| Envelope::parse(b).ok())
+                    && let Err(e) = self
+                        .ledger
+                        .dead_lettered(&env.id, &reason, epoch_ms(SystemTime::now()))
+                        .await
+                {
+                    warn!(error = %e, "could not note the dead letter in the archive");
+                }
                 metrics.count("DeadLettered", &[("Reason", class)]);
                 error!(message_id, receives, reason = %reason, "record moved to the dead-letter queue");
                 true
@@ -407,6 +417,41 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         false
     }
 
+    /// Keeps the envelope in the archive (when `ARCHIVE_DAYS` is set); a failure is logged and
+    /// counted, never the record's failure.
+    async fn archive(
+        &self,
+        r: &SqsMessage,
+        envelope: &Envelope,
+        version: &str,
+        routed: &[DestinationName],
+        metrics: &Metrics,
+    ) {
+        if self.settings.archive_days == 0 {
+            return;
+        }
+        let body = r.body.as_deref().unwrap_or_default();
+        let now = epoch_ms(SystemTime::now());
+        let event = crate::archive::ArchivedEvent {
+            id: envelope.id.clone(),
+            source: envelope.source.clone(),
+            received_at: envelope.received_at.clone(),
+            received_at_ms: envelope.received_at_ms(),
+            version: version.to_string(),
+            routed: routed.to_vec(),
+            envelope: (body.len() <= crate::archive::MAX_ARCHIVED_ENVELOPE)
+                .then(|| body.to_string()),
+            envelope_bytes: body.len(),
+            archived_at_ms: now,
+            dead_lettered: None,
+            expires_at: now / 1000 + i64::from(self.settings.archive_days) * 86_400,
+        };
+        if let Err(e) = self.ledger.archive(&event).await {
+            metrics.count("ArchiveFailed", &[]);
+            warn!(error = %e, "could not archive the envelope");
+        }
+    }
+
     /// One record: parse, route, deliver.
     async fn record(
         &self,
@@ -461,14 +506,22 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 info!("smoke test lead (clayhook smoke): routed nowhere");
                 return RecordResult::Done;
             }
+            if let Some(replay) = &envelope.replay {
+                if !replay.destinations.is_empty() {
+                    targets.retain(|d| replay.destinations.contains(d));
+                }
+                info!(force = replay.force, destinations = ?targets, "replayed lead (clayhook events replay)");
+            }
+            let version = envelope.lead_version();
+            let received_at_ms = envelope.received_at_ms();
+            let archived = self.archive(r, &envelope, &version, &targets, metrics);
             if targets.is_empty() {
+                archived.await;
                 metrics.count("Unrouted", &[]);
                 info!("no configured destination for this lead: skipped");
                 return RecordResult::Done;
             }
-            let version = envelope.lead_version();
-            let received_at_ms = envelope.received_at_ms();
-            let results = futures::future::join_all(targets.iter().map(|d| {
+            let deliveries = futures::future::join_all(targets.iter().map(|d| {
                 self.deliver_once(
                     &envelope,
                     (&version, received_at_ms),
@@ -477,8 +530,8 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                     gates,
                     metrics,
                 )
-            }))
-            .await;
+            }));
+            let (results, ()) = futures::future::join(deliveries, archived).await;
             RecordResult::of(results)
         }
         .instrument(span)

@@ -139,6 +139,7 @@ fn router() -> Router<MemoryLedger, ScriptedDestinations> {
             max_receive_count: None,
             schedule: Default::default(),
             control: Default::default(),
+            archive_days: 0,
         },
         ledger: MemoryLedger::default(),
         destinations: ScriptedDestinations::default(),

@@ -221,6 +221,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
             max_receive_count: None,
             schedule: Default::default(),
             control: Default::default(),
+            archive_days: 0,
         },
         ledger,
         destinations: HttpDestinations::new(
@@ -309,6 +310,7 @@ async fn failing_leads_wait_out_the_schedule_then_reach_the_dlq_with_a_reason() 
             max_receive_count: None,
             schedule: RetrySchedule::parse("1s,2s", "3s").unwrap(),
             control: Default::default(),
+            archive_days: 0,
         },
         ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
         destinations: HttpDestinations::new(

@@ -11,6 +11,7 @@ mod support;
 mod control;
 mod dlq;
 mod end_to_end;
+mod events;
 mod feeder;
 mod ingest;
 mod local;

@@ -37,6 +37,7 @@ fn settings() -> RouterSettings {
         max_receive_count: None,
         schedule: Default::default(),
         control: Default::default(),
+        archive_days: 0,
     }
 }
 

@@ -7,6 +7,9 @@
 //!    leads to the DLQ), and after recovery every lead is delivered exactly once.
 //! 2. Two router instances, two pollers each, share one rate limit: the request rate the server
 //!    sees stays within 10% of the limit.
+//! 3. Leads delivered before a destination was configured are replayed to it with the real
+//!    `clayhook events replay --since` (twice): each reaches the new destination once, and the
+//!    old one not again.
 
 use super::support::{Aws, unique};
 use super::{Row, queue_with_dlq};
@@ -157,6 +160,7 @@ pub fn router(s: &Setup<'_>) -> ControlledRouter {
             max_receive_count: Some(s.max_receive_count),
             schedule: s.schedule.clone(),
             control: s.control.clone(),
+            archive_days: 30,
         },
         ledger: DynamoDbDeliveryLedger::new(s.aws.ddb.clone(), &s.aws.table),
         destinations: HttpDestinations::new(s.destinations.clone(), Duration::from_millis(500))
@@ -485,6 +489,106 @@ pub async fn shared_rate_limit() -> Row {
         sent: ids.len(),
         delivered,
         duplicated: ok.values().map(|c| c.saturating_sub(1) as usize).sum(),
+        lost: ids.len() - delivered,
+        in_dlq: aws_dlq_count(&aws, &dlq).await,
+        waiting: 0,
+    }
+}
+
+const REPLAYED: usize = 100;
+
+/// `clayhook events <args>`, the built binary, against moto_server.
+fn clayhook_events(aws: &Aws, queue: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clayhook"))
+        .arg("events")
+        .args(args)
+        .env("AWS_ENDPOINT_URL", super::support::moto_url())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("IDEMPOTENCY_TABLE", &aws.table)
+        .env("LEAD_QUEUE_URL", queue)
+        .output()
+        .expect("clayhook events");
+    assert!(
+        out.status.success(),
+        "clayhook events {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub async fn replay_to_new_destination() -> Row {
+    let aws = Aws::fresh().await;
+    let (queue, queue_arn, dlq) = queue_with_dlq(&aws, 1000).await;
+    let (server, downstream) = Downstream::start().await;
+    let rules =
+        r#"[{"when":[{"field":"icp_score","gte":50}],"destinations":["nurture","zapier"]}]"#;
+    let before = Setup {
+        aws: &aws,
+        queue: &queue,
+        dlq: &dlq,
+        rules,
+        destinations: webhooks(&server, &[DestinationName::Nurture]),
+        control: ControlSettings::default(),
+        schedule: RetrySchedule::parse("2s", "1h").unwrap(),
+        max_receive_count: 1000,
+    };
+    let ids = send_leads(&aws, &queue, &unique("replay"), REPLAYED).await;
+    let r = router(&before);
+    assert!(drain(&aws, &queue, &queue_arn, &[&r], 2, Duration::from_secs(120)).await);
+    assert!(downstream.seen("zapier").is_empty());
+
+    // Zapier is configured; the archive's leads are replayed to it, twice over.
+    let after = Setup {
+        destinations: webhooks(
+            &server,
+            &[DestinationName::Nurture, DestinationName::Zapier],
+        ),
+        ..before
+    };
+    let r = router(&after);
+    for _ in 0..2 {
+        let out = clayhook_events(&aws, &queue, &["replay", "--since", "1h"]);
+        assert!(
+            out.contains(&format!("replayed {REPLAYED} lead(s)")),
+            "{out}"
+        );
+        assert!(drain(&aws, &queue, &queue_arn, &[&r], 2, Duration::from_secs(120)).await);
+    }
+    let listed = clayhook_events(
+        &aws,
+        &queue,
+        &["list", "--since", "1h", "--status", "delivered"],
+    );
+    let nurture = downstream.accepted("nurture");
+    let zapier = downstream.accepted("zapier");
+    let delivered = ids
+        .iter()
+        .filter(|id| {
+            nurture.get(&format!("{id}:nurture")) == Some(&1)
+                && zapier.get(&format!("{id}:zapier")) == Some(&1)
+        })
+        .count();
+    println!(
+        "replay: {REPLAYED} leads delivered to nurture, then replayed twice after zapier was configured: \
+         zapier got {} requests, nurture {} in all; `events list --status delivered`: {}",
+        downstream.seen("zapier").len(),
+        downstream.seen("nurture").len(),
+        listed.lines().last().unwrap_or_default()
+    );
+    assert_eq!(downstream.seen("nurture").len(), REPLAYED, "nurture again");
+    Row {
+        suite: format!(
+            "replay to a new destination ({REPLAYED} leads, `clayhook events replay --since` twice)"
+        ),
+        sent: ids.len(),
+        delivered,
+        duplicated: nurture
+            .values()
+            .chain(zapier.values())
+            .map(|c| c.saturating_sub(1) as usize)
+            .sum(),
         lost: ids.len() - delivered,
         in_dlq: aws_dlq_count(&aws, &dlq).await,
         waiting: 0,
