@@ -17,6 +17,9 @@
 - Retries over hours agree: the router knows its queue, DLQ and schedule, may change visibility
   and send to the DLQ, the default MaxReceiveCount covers the default RetrySchedule's receives,
   and the lead queue keeps messages at least a day past the schedule.
+- Delivery control: the router gets the breaker, rate-limit and archive parameters, may read its
+  control items with BatchGetItem, and each destination has a breaker alarm; the dashboard shows
+  breakers, holds, rate-limit waits and retry depth.
 - `--self-test` breaks each of those in a copy of the template and checks that it is caught.
 - `cargo lambda build` (sam build) runs without the default `cli` feature, and that build links none of the CLI's crates.
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
@@ -153,8 +156,35 @@ def retry_checks(t):
            for a in ([st.get("Action")] if isinstance(st.get("Action"), str) else st.get("Action", []))}
     results.append(("the router may change visibility on the lead queue",
                     may.get("sqs:ChangeMessageVisibility") == {"Fn::GetAtt": ["LeadQueue", "Arn"]}, may.get("sqs:ChangeMessageVisibility")))
-    results.append(("the router may send to the lead DLQ (and only there)",
-                    may.get("sqs:SendMessage") == {"Fn::GetAtt": ["LeadDeadLetterQueue", "Arn"]}, may.get("sqs:SendMessage")))
+    results.append(("the router may send to the lead DLQ and the lead queue (and only there)",
+                    may.get("sqs:SendMessage") == [{"Fn::GetAtt": ["LeadDeadLetterQueue", "Arn"]},
+                                                   {"Fn::GetAtt": ["LeadQueue", "Arn"]}], may.get("sqs:SendMessage")))
+    return results + control_checks(t, env, may)
+
+
+DESTINATIONS = ["crm", "outreach", "nurture", "slack", "zapier"]
+
+
+def control_checks(t, env, may):
+    """Delivery control: the router gets its settings, may read the control items in one call,
+    and every destination has a breaker alarm and a place on the dashboard."""
+    results = []
+    want = {"BREAKER_THRESHOLD": "BreakerThreshold", "BREAKER_COOLDOWN": "BreakerCooldown",
+            "BREAKER_MAX_COOLDOWN": "BreakerMaxCooldown", "DESTINATION_RATE_LIMITS": "DestinationRateLimits",
+            "ARCHIVE_DAYS": "ArchiveDays"}
+    for var, param in want.items():
+        results.append((f"the router's {var} is the {param} parameter", env.get(var) == {"Ref": param}, env.get(var)))
+    results.append(("the router may read its control items in one request (BatchGetItem)",
+                    "dynamodb:BatchGetItem" in may, sorted(may)))
+    resources = t["Resources"]
+    for d in DESTINATIONS:
+        alarms = [name for name, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"
+                  and r["Properties"].get("MetricName") == "BreakerOpen"
+                  and {"Name": "Destination", "Value": d} in r["Properties"].get("Dimensions", [])]
+        results.append((f"an alarm says when {d}'s breaker is open", len(alarms) == 1, alarms))
+    body = json.dumps(resources.get("Dashboard", {}).get("Properties", {}).get("DashboardBody"))
+    for metric in ["BreakerOpen", "Held", "RateLimitWait", "RetryDepth"]:
+        results.append((f"the dashboard shows {metric}", metric in body, None))
     return results
 
 
@@ -238,6 +268,9 @@ def self_test(path):
             {"MessageRetentionPeriod": 86400}),
         "a router that cannot reach its DLQ": lambda t: t["Resources"]["RouterFunction"]["Properties"]["Environment"][
             "Variables"].pop("LEAD_DLQ_URL"),
+        "no breaker alarm for slack": lambda t: t["Resources"].pop("BreakerOpenSlackAlarm"),
+        "a router without its rate limits": lambda t: t["Resources"]["RouterFunction"]["Properties"]["Environment"][
+            "Variables"].pop("DESTINATION_RATE_LIMITS"),
         "ingest reaches another prefix": lambda t: [
             st["Condition"]["ForAllValues:StringLike"].update({"dynamodb:LeadingKeys": ["delivery#*"]})
             for st in statements(t["Resources"]["IngestFunction"]) if "Condition" in st],

@@ -317,6 +317,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 match self.settings.schedule.wait_after(step) {
                     Some(wait) => {
                         let wait = wait.max(not_before.unwrap_or_default());
+                        if self.requeued_fresh(r, receives, wait, &why).await {
+                            metrics.count("RetryScheduled", &[]);
+                            return true;
+                        }
                         let Some(handle) = r.receipt_handle.as_deref() else {
                             return false;
                         };
@@ -387,21 +391,8 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         let spread = (wait / 10).min(Duration::from_secs(5));
         let wait = wait.max(Duration::from_secs(1)) + spread.mul_f64(fastrand::f64());
         metrics.count("RecordsHeld", &[]);
-        let near_backstop = self
-            .settings
-            .max_receive_count
-            .is_some_and(|max| receives.saturating_add(1) >= max);
-        if near_backstop && message_group(r).is_none() {
-            let body = r.body.as_deref().unwrap_or_default();
-            match self.redelivery.requeue(body, wait).await {
-                Ok(()) => {
-                    info!(message_id, receives, wait_s = wait.as_secs(), why = %why, "held near the queue's receive limit: sent back as a fresh message");
-                    return true;
-                }
-                Err(e) => {
-                    warn!(message_id, error = %e, "could not send the held record back fresh")
-                }
-            }
+        if self.requeued_fresh(r, receives, wait, why).await {
+            return true;
         }
         let Some(handle) = r.receipt_handle.as_deref() else {
             return false;
@@ -449,6 +440,38 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         if let Err(e) = self.ledger.archive(&event).await {
             metrics.count("ArchiveFailed", &[]);
             warn!(error = %e, "could not archive the envelope");
+        }
+    }
+
+    /// A record that is to come back, one receive short of the queue's `maxReceiveCount` on a
+    /// standard queue, goes back as a fresh message (after `wait`, at most SQS's 15 minutes)
+    /// instead: the retry schedule (counted in the ledger) decides when it reaches the DLQ, not
+    /// receives spent waiting. `true` when it did (the old message may be deleted).
+    async fn requeued_fresh(
+        &self,
+        r: &SqsMessage,
+        receives: u32,
+        wait: Duration,
+        why: &str,
+    ) -> bool {
+        let near_backstop = self
+            .settings
+            .max_receive_count
+            .is_some_and(|max| receives.saturating_add(1) >= max);
+        if !near_backstop || message_group(r).is_some() {
+            return false;
+        }
+        let message_id = r.message_id.as_deref().unwrap_or_default();
+        let body = r.body.as_deref().unwrap_or_default();
+        match self.redelivery.requeue(body, wait).await {
+            Ok(()) => {
+                info!(message_id, receives, wait_s = wait.as_secs().min(900), why = %why, "near the queue's receive limit: sent back as a fresh message");
+                true
+            }
+            Err(e) => {
+                warn!(message_id, error = %e, "could not send the record back fresh");
+                false
+            }
         }
     }
 
