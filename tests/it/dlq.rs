@@ -392,7 +392,7 @@ async fn failing_leads_wait_out_the_schedule_then_reach_the_dlq_with_a_reason() 
     assert!(
         warm.contains("receives 3")
             && warm.contains(
-                "reason retries exhausted after 3 receives over 3 s: nurture: answered 503"
+                "reason retries exhausted after 3 failed receives over 3 s: nurture: answered 503"
             ),
         "{warm}"
     );
