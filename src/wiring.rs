@@ -45,16 +45,14 @@ pub fn ingest(
 
 /// The router on its ledger, with one HTTP client for every destination, and its queue (for
 /// retries over hours) when it knows it.
-pub fn router(
-    config: RouterConfig,
-    ddb: &aws_sdk_dynamodb::Client,
-    sqs: &aws_sdk_sqs::Client,
-) -> Result<RouterFunction, reqwest::Error> {
+pub fn router(config: RouterConfig, clients: &Clients) -> Result<RouterFunction, reqwest::Error> {
+    let (ddb, sqs) = (&clients.ddb, &clients.sqs);
     Ok(Router {
         settings: config.settings,
         ledger: DynamoDbDeliveryLedger::new(ddb.clone(), config.table.clone()),
         control: DynamoDbDeliveryControl::new(ddb.clone(), config.table),
-        destinations: HttpDestinations::new(config.destinations, config.connect_timeout)?,
+        destinations: HttpDestinations::new(config.destinations, config.connect_timeout)?
+            .with_warehouse(&clients.sdk),
         redelivery: config
             .redelivery
             .map(|(queue, dlq)| SqsRedelivery::new(sqs.clone(), queue, dlq)),
@@ -99,6 +97,7 @@ async fn start<T>(
     let clients = Clients {
         ddb: aws_sdk_dynamodb::Client::new(&sdk),
         sqs: aws_sdk_sqs::Client::new(&sdk),
+        sdk: sdk.clone(),
     };
     let store = AwsSecretStore::new(&sdk, &references);
     let loaded = started.elapsed();
@@ -128,6 +127,8 @@ async fn start<T>(
 pub struct Clients {
     pub ddb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// For clients only some configurations need (the warehouse's S3 or Firehose).
+    pub sdk: aws_config::SdkConfig,
 }
 
 /// The ingest Lambda, started.
@@ -144,7 +145,7 @@ pub async fn start_router() -> Result<Started<RouterFunction>, ConfigError> {
     start(DELIVERY_PREFIX, None, |resolved, c| {
         let config = RouterConfig::read(&with_resolved(&process_env(), resolved))?;
         tracing::info!(destinations = ?config.destinations, rules = config.settings.rules.len(), "router configured");
-        router(config, &c.ddb, &c.sqs).map_err(ConfigError::refused)
+        router(config, c).map_err(ConfigError::refused)
     })
     .await
 }

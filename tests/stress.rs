@@ -193,6 +193,7 @@ async fn router_faults() -> Row {
         nurture: Some(Webhook::new(url("nurture"), None)),
         slack: Some(Slack::new(url("slack"))),
         zapier: Some(Webhook::new(url("zapier"), None)),
+        warehouse: None,
     };
     let router = Router {
         settings: RouterSettings {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The five destinations the spec names.
+/// The five destinations the spec names, and the warehouse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DestinationName {
@@ -12,15 +12,17 @@ pub enum DestinationName {
     Nurture,
     Slack,
     Zapier,
+    Warehouse,
 }
 
 impl DestinationName {
-    pub const ALL: [DestinationName; 5] = [
+    pub const ALL: [DestinationName; 6] = [
         DestinationName::Crm,
         DestinationName::Outreach,
         DestinationName::Nurture,
         DestinationName::Slack,
         DestinationName::Zapier,
+        DestinationName::Warehouse,
     ];
 
     /// The destination named `name` (`crm`, `slack`, ...).
@@ -37,6 +39,7 @@ impl DestinationName {
             DestinationName::Nurture => "nurture",
             DestinationName::Slack => "slack",
             DestinationName::Zapier => "zapier",
+            DestinationName::Warehouse => "warehouse",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod hubspot;
 pub mod slack;
+pub mod warehouse;
 pub mod webhook;
 
 use std::future::Future;
@@ -13,6 +14,9 @@ use crate::delivery::names::DestinationName;
 use crate::delivery::retry::{Attempt, TransportKind};
 use crate::envelope::Envelope;
 use hubspot::HubSpot;
+use warehouse::firehose::FirehoseWarehouse;
+use warehouse::s3::S3Warehouse;
+use warehouse::{WarehouseRow, WarehouseSink, WarehouseTarget};
 use webhook::{SigningKey, Webhook};
 
 /// The port the router delivers through.
@@ -26,6 +30,51 @@ pub trait Destinations: Send + Sync {
         envelope: &Envelope,
         timeout: Duration,
     ) -> impl Future<Output = Attempt> + Send;
+    /// Whether `name` takes a batch's leads in one request ([`Destinations::deliver_batch`]).
+    fn batched(&self, _name: DestinationName) -> bool {
+        false
+    }
+    /// One attempt at `rows` together, bounded by `timeout`; one result per row.
+    fn deliver_batch(
+        &self,
+        name: DestinationName,
+        rows: &[WarehouseRow<'_>],
+        _timeout: Duration,
+    ) -> impl Future<Output = Vec<Attempt>> + Send {
+        std::future::ready(vec![
+            Attempt::Transport {
+                kind: TransportKind::Other,
+                detail: format!("{name} takes no batches"),
+            };
+            rows.len()
+        ])
+    }
+}
+
+/// Where the warehouse writes, with its client.
+#[derive(Clone, Debug)]
+pub enum Warehouse {
+    S3(S3Warehouse),
+    Firehose(FirehoseWarehouse),
+}
+
+impl Warehouse {
+    /// The adapter for `target`, on the shared SDK configuration.
+    pub fn new(target: WarehouseTarget, sdk: &aws_config::SdkConfig) -> Warehouse {
+        match target {
+            WarehouseTarget::S3(uri) => {
+                // Path-style addressing: bucket names with dots, and S3 stand-ins such as moto.
+                let config = aws_sdk_s3::config::Builder::from(sdk)
+                    .force_path_style(true)
+                    .build();
+                Warehouse::S3(S3Warehouse::new(aws_sdk_s3::Client::from_conf(config), uri))
+            }
+            WarehouseTarget::Firehose(name) => Warehouse::Firehose(FirehoseWarehouse::new(
+                aws_sdk_firehose::Client::new(sdk),
+                name,
+            )),
+        }
+    }
 }
 
 /// How the `crm` destination is reached.
@@ -43,6 +92,8 @@ pub struct DestinationSettings {
     pub nurture: Option<webhook::Webhook>,
     pub slack: Option<slack::Slack>,
     pub zapier: Option<webhook::Webhook>,
+    /// `WAREHOUSE_S3_URI` or `FIREHOSE_STREAM_NAME` (the client is built in `wiring`).
+    pub warehouse: Option<WarehouseTarget>,
 }
 
 impl DestinationSettings {
@@ -96,6 +147,7 @@ impl DestinationSettings {
             nurture: webhook("NURTURE_WEBHOOK_URL")?,
             slack: env.url("SLACK_WEBHOOK_URL")?.map(slack::Slack::new),
             zapier: webhook("ZAPIER_WEBHOOK_URL")?,
+            warehouse: WarehouseTarget::read(env)?,
         })
     }
 }
@@ -114,6 +166,7 @@ impl std::fmt::Debug for DestinationSettings {
             .field("nurture", &self.nurture.is_some())
             .field("slack", &self.slack.is_some())
             .field("zapier", &self.zapier.is_some())
+            .field("warehouse", &self.warehouse)
             .finish()
     }
 }
@@ -123,6 +176,7 @@ impl std::fmt::Debug for DestinationSettings {
 pub struct HttpDestinations {
     client: reqwest::Client,
     settings: DestinationSettings,
+    warehouse: Option<Warehouse>,
 }
 
 impl HttpDestinations {
@@ -131,7 +185,21 @@ impl HttpDestinations {
         connect_timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         let client = crate::delivery::http::client(connect_timeout)?;
-        Ok(HttpDestinations { client, settings })
+        Ok(HttpDestinations {
+            client,
+            settings,
+            warehouse: None,
+        })
+    }
+
+    /// With the warehouse's client (when its settings name one).
+    pub fn with_warehouse(mut self, sdk: &aws_config::SdkConfig) -> Self {
+        self.warehouse = self
+            .settings
+            .warehouse
+            .clone()
+            .map(|t| Warehouse::new(t, sdk));
+        self
     }
 }
 
@@ -144,6 +212,32 @@ impl Destinations for HttpDestinations {
             DestinationName::Nurture => s.nurture.is_some(),
             DestinationName::Slack => s.slack.is_some(),
             DestinationName::Zapier => s.zapier.is_some(),
+            DestinationName::Warehouse => self.warehouse.is_some(),
+        }
+    }
+
+    fn batched(&self, name: DestinationName) -> bool {
+        name == DestinationName::Warehouse
+    }
+
+    async fn deliver_batch(
+        &self,
+        name: DestinationName,
+        rows: &[WarehouseRow<'_>],
+        timeout: Duration,
+    ) -> Vec<Attempt> {
+        match (name, &self.warehouse) {
+            (DestinationName::Warehouse, Some(Warehouse::S3(w))) => w.write(rows, timeout).await,
+            (DestinationName::Warehouse, Some(Warehouse::Firehose(w))) => {
+                w.write(rows, timeout).await
+            }
+            _ => vec![
+                Attempt::Transport {
+                    kind: TransportKind::Other,
+                    detail: format!("{name} is not configured for batches"),
+                };
+                rows.len()
+            ],
         }
     }
 
@@ -176,6 +270,8 @@ impl Destinations for HttpDestinations {
                 Some(sl) => sl.deliver(c, env, timeout).await,
                 None => not_configured(),
             },
+            // Batched: the router sends it through `deliver_batch`.
+            DestinationName::Warehouse => not_configured(),
         }
     }
 }

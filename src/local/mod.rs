@@ -99,9 +99,7 @@ fn start_moto(
 }
 
 /// Waits for moto on `port`; its endpoint and clients with moto's dummy credentials.
-async fn moto_clients(
-    port: u16,
-) -> Result<(String, aws_sdk_dynamodb::Client, aws_sdk_sqs::Client), LocalError> {
+async fn moto_clients(port: u16) -> Result<(String, crate::wiring::Clients), LocalError> {
     wait_for_port(port).await?;
     let endpoint = format!("http://127.0.0.1:{port}");
     let sdk = crate::aws::loader()
@@ -112,9 +110,12 @@ async fn moto_clients(
         .endpoint_url(&endpoint)
         .load()
         .await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    Ok((endpoint, ddb, sqs))
+    let clients = crate::wiring::Clients {
+        ddb: aws_sdk_dynamodb::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        sdk,
+    };
+    Ok((endpoint, clients))
 }
 
 async fn wait_for_port(port: u16) -> Result<(), LocalError> {
@@ -229,7 +230,8 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, Local
 
 pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
     let _moto = start_moto(&opts.moto_server, "127.0.0.1", opts.moto_port)?;
-    let (endpoint, ddb, sqs) = moto_clients(opts.moto_port).await?;
+    let (endpoint, clients) = moto_clients(opts.moto_port).await?;
+    let (ddb, sqs) = (clients.ddb.clone(), clients.sqs.clone());
     let resources = create_resources(&ddb, &sqs).await?;
     let queue_url = resources.leads.url.clone();
 
@@ -276,7 +278,7 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
 
     let ingest = Arc::new(crate::wiring::ingest(ingest_config, &ddb, &sqs));
     // As in Lambda, but destinations that are not configured print what they would receive.
-    let router = crate::wiring::router(router_config, &ddb, &sqs)?;
+    let router = crate::wiring::router(router_config, &clients)?;
     let router = Router {
         settings: router.settings,
         ledger: router.ledger,

@@ -97,7 +97,8 @@ impl SqsBatchHandler for InvokedFunction {
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn run(opts: SamLocalOptions) -> Result<(), LocalError> {
     let _moto = start_moto(&opts.moto_server, "0.0.0.0", opts.moto_port)?;
-    let (endpoint, ddb, sqs) = moto_clients(opts.moto_port).await?;
+    let (endpoint, clients) = moto_clients(opts.moto_port).await?;
+    let (ddb, sqs) = (clients.ddb, clients.sqs);
     let resources = create_resources(&ddb, &sqs).await?;
     let listener = tokio::net::TcpListener::bind(opts.destinations)
         .await

@@ -1,6 +1,7 @@
 //! The router use case: an SQS batch in, a partial batch response out. Each record is parsed on
 //! its own, routed by the rules, and delivered to each destination at most once per the ledger.
 
+mod batched;
 pub mod config;
 pub mod gates;
 pub mod ledger;
@@ -203,9 +204,31 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         let failed: Vec<Option<String>> = if fifo {
             self.handle_fifo(records, deadline, gates, metrics).await
         } else {
-            futures::stream::iter(records)
-                .map(|r| async move {
-                    let result = self.record(&r, deadline, gates, metrics).await;
+            // Each record's own deliveries, concurrently; then the batched destinations' one
+            // request for all of them; then each record is settled.
+            let mut done: Vec<(SqsMessage, RecordResult, Option<batched::Batched>)> =
+                futures::stream::iter(records)
+                    .map(|r| async move {
+                        let (result, share) = self.record(&r, deadline, gates, metrics).await;
+                        (r, result, share)
+                    })
+                    .buffer_unordered(self.settings.concurrency.max(1))
+                    .collect()
+                    .await;
+            let shares: Vec<(usize, batched::Batched)> = done
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, (_, _, share))| share.take().map(|s| (i, s)))
+                .collect();
+            for (i, result) in self
+                .deliver_batched(&shares, deadline, gates, metrics)
+                .await
+            {
+                let own = std::mem::replace(&mut done[i].1, RecordResult::Done);
+                done[i].1 = RecordResult::of(vec![own, result]);
+            }
+            futures::stream::iter(done)
+                .map(|(r, result, _)| async move {
                     let ok = self.settle(&r, result, metrics).await;
                     (!ok).then_some(r.message_id)
                 })
@@ -276,7 +299,16 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                         failed.push(r.message_id);
                         continue;
                     }
-                    let result = self.record(&r, deadline, gates, metrics).await;
+                    let (mut result, share) = self.record(&r, deadline, gates, metrics).await;
+                    if let Some(share) = share {
+                        let shares = [(0, share)];
+                        for (_, b) in self
+                            .deliver_batched(&shares, deadline, gates, metrics)
+                            .await
+                        {
+                            result = RecordResult::of(vec![result, b]);
+                        }
+                    }
                     if !self.settle(&r, result, metrics).await {
                         blocked = true;
                         failed.push(r.message_id);
@@ -475,14 +507,15 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         }
     }
 
-    /// One record: parse, route, deliver.
+    /// One record: parse, route, deliver to its destinations; its share of the batched ones
+    /// (the warehouse) is handed back for the batch's one request.
     async fn record(
         &self,
         r: &SqsMessage,
         deadline: SystemTime,
         gates: &Gates<'_, C>,
         metrics: &Metrics,
-    ) -> RecordResult {
+    ) -> (RecordResult, Option<batched::Batched>) {
         let message_id = r.message_id.clone().unwrap_or_default();
         let span = tracing::info_span!(
             "record",
@@ -500,15 +533,21 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 Some(Err(e)) => {
                     metrics.count("MalformedRecords", &[]);
                     warn!(error = %e, "malformed record: it fails alone");
-                    return RecordResult::Permanent {
-                        why: "malformed record".into(),
-                    };
+                    return (
+                        RecordResult::Permanent {
+                            why: "malformed record".into(),
+                        },
+                        None,
+                    );
                 }
                 None => {
                     warn!("record has no body: it fails alone");
-                    return RecordResult::Permanent {
-                        why: "record has no body".into(),
-                    };
+                    return (
+                        RecordResult::Permanent {
+                            why: "record has no body".into(),
+                        },
+                        None,
+                    );
                 }
             };
             tracing::Span::current().record("lead_id", envelope.id.as_str());
@@ -527,7 +566,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             }
             if envelope.source.as_deref() == Some(rules::SMOKE_SOURCE) {
                 info!("smoke test lead (clayhook smoke): routed nowhere");
-                return RecordResult::Done;
+                return (RecordResult::Done, None);
             }
             if let Some(replay) = &envelope.replay {
                 if !replay.destinations.is_empty() {
@@ -542,9 +581,12 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 archived.await;
                 metrics.count("Unrouted", &[]);
                 info!("no configured destination for this lead: skipped");
-                return RecordResult::Done;
+                return (RecordResult::Done, None);
             }
-            let deliveries = futures::future::join_all(targets.iter().map(|d| {
+            let (batched, direct): (Vec<DestinationName>, Vec<DestinationName>) = targets
+                .iter()
+                .partition(|d| self.destinations.batched(**d));
+            let deliveries = futures::future::join_all(direct.iter().map(|d| {
                 self.deliver_once(
                     &envelope,
                     (&version, received_at_ms),
@@ -555,7 +597,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 )
             }));
             let (results, ()) = futures::future::join(deliveries, archived).await;
-            RecordResult::of(results)
+            let share = (!batched.is_empty()).then(|| batched::Batched {
+                routed: targets.clone(),
+                batched,
+                received_at_ms,
+                version: version.clone(),
+                envelope: envelope.clone(),
+            });
+            (RecordResult::of(results), share)
         }
         .instrument(span)
         .await

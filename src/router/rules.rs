@@ -147,7 +147,7 @@ pub const DEFAULT_RULES_JSON: &str = r#"[
   {"name": "hot without an email", "when": [{"field": "icp_score", "gte": 80}, {"field": "email", "present": false}],
    "destinations": ["nurture"]},
   {"name": "very hot", "when": [{"field": "icp_score", "gte": 90}], "destinations": ["slack"]},
-  {"name": "everyone", "destinations": ["zapier"]}
+  {"name": "everyone", "destinations": ["zapier", "warehouse"]}
 ]"#;
 
 pub fn default_rules() -> Vec<RoutingRule> {
@@ -284,7 +284,9 @@ mod tests {
             (r#"{"email":"a@b.co"}"#, vec![Zapier]),
             (r#"{"email":"a@b.co","icp_score":"N/A"}"#, vec![Zapier]),
         ];
-        for (body, want) in cases {
+        for (body, mut want) in cases {
+            // Every lead also goes to the warehouse (when configured).
+            want.push(Warehouse);
             assert_eq!(route(&r, &lead(body), None), want, "{body}");
         }
     }

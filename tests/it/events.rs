@@ -84,6 +84,7 @@ fn router(aws: &Aws, server: &MockServer) -> R {
                 nurture: url("nurture"),
                 slack: None,
                 zapier: url("zapier"),
+                warehouse: None,
             },
             Duration::from_millis(500),
         )

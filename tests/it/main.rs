@@ -18,3 +18,4 @@ mod local;
 mod push;
 mod router;
 mod secrets;
+mod warehouse;

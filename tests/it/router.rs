@@ -60,6 +60,7 @@ fn all_webhooks(server: &MockServer) -> DestinationSettings {
         nurture: Some(Webhook::new(url("nurture"), None)),
         slack: Some(Slack::new(url("slack"))),
         zapier: Some(Webhook::new(url("zapier"), None)),
+        warehouse: None,
     }
 }
 

@@ -127,6 +127,7 @@ fn webhooks(server: &MockServer, names: &[DestinationName]) -> DestinationSettin
         zapier: has(DestinationName::Zapier)
             .then(|| url(DestinationName::Zapier))
             .flatten(),
+        warehouse: None,
     }
 }
 
