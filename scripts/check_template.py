@@ -20,6 +20,9 @@
 - Delivery control: the router gets the breaker, rate-limit and archive parameters, may read its
   control items with BatchGetItem, and each destination has a breaker alarm; the dashboard shows
   breakers, holds, rate-limit waits and retry depth.
+- The warehouse: the router gets WarehouseS3Uri / FirehoseStreamName, may put objects only under
+  that prefix and PutRecordBatch only to that stream (each only when set), and the Glue table's
+  partition projection covers source= and date=.
 - `--self-test` breaks each of those in a copy of the template and checks that it is caught.
 - `cargo lambda build` (sam build) runs without the default `cli` feature, and that build links none of the CLI's crates.
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
@@ -162,7 +165,7 @@ def retry_checks(t):
     return results + control_checks(t, env, may)
 
 
-DESTINATIONS = ["crm", "outreach", "nurture", "slack", "zapier"]
+DESTINATIONS = ["crm", "outreach", "nurture", "slack", "zapier", "warehouse"]
 
 
 def control_checks(t, env, may):
@@ -185,6 +188,39 @@ def control_checks(t, env, may):
     body = json.dumps(resources.get("Dashboard", {}).get("Properties", {}).get("DashboardBody"))
     for metric in ["BreakerOpen", "Held", "RateLimitWait", "RetryDepth"]:
         results.append((f"the dashboard shows {metric}", metric in body, None))
+    return results + warehouse_checks(t, env)
+
+
+def warehouse_checks(t, env):
+    """The warehouse: wired from its parameters, allowed only its prefix or its stream, and an
+    Athena table whose partition projection covers the layout the router writes."""
+    results = []
+    for var, param in {"WAREHOUSE_S3_URI": "WarehouseS3Uri", "FIREHOSE_STREAM_NAME": "FirehoseStreamName"}.items():
+        results.append((f"the router's {var} is the {param} parameter", env.get(var) == {"Ref": param}, env.get(var)))
+    resources = t["Resources"]
+    router = resources["RouterFunction"]
+    conditional = {}
+    for policy in router["Properties"].get("Policies", []):
+        for st in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            if isinstance(st, dict) and "Fn::If" in st:
+                cond, then, _ = st["Fn::If"]
+                conditional[cond] = then
+    s3 = conditional.get("HasWarehouseS3", {})
+    results.append(("the router may only put objects under WarehouseS3Uri, and only when it is set",
+                    s3.get("Action") == ["s3:PutObject"] and "WarehouseS3Uri" in json.dumps(s3.get("Resource"))
+                    and "*" not in json.dumps(s3.get("Resource")).replace("${Path}*", ""), s3))
+    fh = conditional.get("HasFirehose", {})
+    results.append(("the router may only PutRecordBatch to FirehoseStreamName, and only when it is set",
+                    fh.get("Action") == ["firehose:PutRecordBatch"] and "${FirehoseStreamName}" in json.dumps(fh.get("Resource")), fh))
+    table = resources.get("WarehouseTable", {})
+    tin = table.get("Properties", {}).get("TableInput", {})
+    params = tin.get("Parameters", {})
+    template = json.dumps(params.get("storage.location.template"))
+    results.append(("the Glue table projects source= and date= partitions (no crawler)",
+                    table.get("Condition") == "HasWarehouseS3" and params.get("projection.enabled") == "true"
+                    and params.get("projection.date.type") == "date" and params.get("projection.date.format") == "yyyy-MM-dd"
+                    and "source=${!source}/date=${!date}/" in template
+                    and [k["Name"] for k in tin.get("PartitionKeys", [])] == ["source", "date"], params))
     return results
 
 
@@ -271,6 +307,11 @@ def self_test(path):
         "no breaker alarm for slack": lambda t: t["Resources"].pop("BreakerOpenSlackAlarm"),
         "a router without its rate limits": lambda t: t["Resources"]["RouterFunction"]["Properties"]["Environment"][
             "Variables"].pop("DESTINATION_RATE_LIMITS"),
+        "the warehouse on any bucket": lambda t: [
+            st["Fn::If"][1].update({"Resource": "*"}) for st in statements(t["Resources"]["RouterFunction"])
+            if isinstance(st, dict) and "Fn::If" in st and st["Fn::If"][0] == "HasWarehouseS3"],
+        "a warehouse table without projection": lambda t: t["Resources"]["WarehouseTable"]["Properties"][
+            "TableInput"]["Parameters"].pop("projection.enabled"),
         "ingest reaches another prefix": lambda t: [
             st["Condition"]["ForAllValues:StringLike"].update({"dynamodb:LeadingKeys": ["delivery#*"]})
             for st in statements(t["Resources"]["IngestFunction"]) if "Condition" in st],

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::delivery::names::DestinationName;
 use crate::delivery::retry::Attempt;
+use crate::destinations::warehouse::WarehouseRow;
 use crate::destinations::{Destinations, slack, webhook};
 use crate::envelope::Envelope;
 
@@ -16,6 +17,10 @@ pub struct PrintingDestinations<D> {
 pub fn would_receive(name: DestinationName, env: &Envelope) -> serde_json::Value {
     match name {
         DestinationName::Slack => slack::payload(env),
+        DestinationName::Warehouse => {
+            let version = env.lead_version();
+            serde_json::to_value(WarehouseRow::new(env, &version, &[])).unwrap_or_default()
+        }
         _ => webhook::payload_value(env),
     }
 }
@@ -23,6 +28,19 @@ pub fn would_receive(name: DestinationName, env: &Envelope) -> serde_json::Value
 impl<D: Destinations> Destinations for PrintingDestinations<D> {
     fn configured(&self, _name: DestinationName) -> bool {
         true
+    }
+
+    fn batched(&self, name: DestinationName) -> bool {
+        self.inner.configured(name) && self.inner.batched(name)
+    }
+
+    async fn deliver_batch(
+        &self,
+        name: DestinationName,
+        rows: &[WarehouseRow<'_>],
+        timeout: Duration,
+    ) -> Vec<Attempt> {
+        self.inner.deliver_batch(name, rows, timeout).await
     }
 
     async fn deliver(&self, name: DestinationName, env: &Envelope, timeout: Duration) -> Attempt {

@@ -21,9 +21,9 @@ use crate::delivery::retry::Attempt;
 use crate::envelope::Envelope;
 use crate::lead::Lead;
 
-/// The partition value of leads without a `{source}`: Hive's (and Athena's) name for a null
-/// partition. (A `{source}` spelled exactly so would share it; docs/warehouse.md says so.)
-pub const NO_SOURCE: &str = "__HIVE_DEFAULT_PARTITION__";
+/// The partition of leads posted without a `{source}` (a table posting to `/none` shares it;
+/// the row's own `source` field tells them apart).
+pub const NO_SOURCE: &str = "none";
 /// Firehose refuses records over 1,000 KiB.
 pub const FIREHOSE_MAX_RECORD: usize = 1_000 * 1024;
 
