@@ -133,7 +133,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
         .find(|l| l.contains(&format!("lead {}", a.id)))
         .unwrap();
     assert!(
-        line_a.contains("delivered crm  owed outreach,zapier"),
+        line_a.contains("delivered crm  owed outreach,zapier,warehouse"),
         "{line_a}"
     );
     assert!(
@@ -146,7 +146,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
         .find(|l| l.contains(&format!("lead {}", b.id)))
         .unwrap();
     assert!(
-        line_b.contains("delivered -  owed nurture,zapier"),
+        line_b.contains("delivered -  owed nurture,zapier,warehouse"),
         "{line_b}"
     );
     assert!(
@@ -160,7 +160,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let shown: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(shown["delivered"], serde_json::json!(["crm"]));
-    assert_eq!(shown["owed"], serde_json::json!(["outreach", "zapier"]));
+    assert_eq!(shown["owed"], serde_json::json!(["outreach", "zapier", "warehouse"]));
     assert_eq!(shown["message"]["lead"]["email"], "h***@acme.com");
     assert_eq!(shown["receive_count"], 2, "list received it once already");
     let r = clayhook(&aws, &dlq, &["show", &a.id, "--show-email"]).await;

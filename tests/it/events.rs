@@ -194,7 +194,7 @@ async fn events_list_show_and_replay() {
     let v: Value = serde_json::from_str(&show.stdout).unwrap();
     assert_eq!(v["status"], "waiting");
     assert_eq!(v["routed"], "nurture,zapier");
-    assert_eq!(v["rules_now"], "nurture,zapier");
+    assert_eq!(v["rules_now"], "nurture,zapier,warehouse");
     assert_eq!(v["lead"]["email"], "d***@events.invalid");
     let nurture = &v["destinations"]["nurture"];
     assert_eq!(nurture["status"], "waiting");
