@@ -160,7 +160,10 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let shown: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(shown["delivered"], serde_json::json!(["crm"]));
-    assert_eq!(shown["owed"], serde_json::json!(["outreach", "zapier", "warehouse"]));
+    assert_eq!(
+        shown["owed"],
+        serde_json::json!(["outreach", "zapier", "warehouse"])
+    );
     assert_eq!(shown["message"]["lead"]["email"], "h***@acme.com");
     assert_eq!(shown["receive_count"], 2, "list received it once already");
     let r = clayhook(&aws, &dlq, &["show", &a.id, "--show-email"]).await;
