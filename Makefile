@@ -71,7 +71,7 @@ stress: venv sam-build
 	PROPTEST_CASES=$(STRESS_PROPTEST_CASES) cargo test --release --lib properties
 	rm -rf target/stress-logs
 	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) CLAYHOOK_LOG_DIR=target/stress-logs \
-	  cargo test --test stress -- --include-ignored --nocapture
+	  cargo test --test stress -- --include-ignored --nocapture --exact nothing_lost_nothing_sent_twice
 	$(BIN)/python scripts/check_logs.py target/stress-logs
 
 ## Cold start, warm cost and throughput beside the Node.js peer; prints one table and writes

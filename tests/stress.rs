@@ -232,7 +232,11 @@ async fn router_faults() -> Row {
             let (lead, _) = Lead::parse(body.as_bytes()).unwrap();
             let id = sha256_hex(format!("lead-{i}").as_bytes());
             let env = Envelope::new(id.clone(), std::time::SystemTime::now(), None, lead);
-            let dests = route(&rules, &env.lead, None);
+            // The warehouse is not configured here: the router skips it by design.
+            let dests: Vec<_> = route(&rules, &env.lead, None)
+                .into_iter()
+                .filter(|d| d.as_str() != "warehouse")
+                .collect();
             let short = id[..12].to_string();
             expected.insert(
                 id.clone(),

@@ -54,7 +54,7 @@ pub fn line(event: &ArchivedEvent, records: &[(DestinationName, DestinationRecor
         .routed
         .iter()
         .copied()
-        .filter(|d| record_for(records, *d).delivered())
+        .filter(|d| record_for(records, *d).delivered(event))
         .collect();
     let owed = event
         .routed
@@ -100,8 +100,8 @@ pub fn detail((event, records): &EventWithRecords, rules: &[RoutingRule], reveal
         destinations.insert(
             d.as_str().into(),
             json!({
-                "status": r.status().as_str(),
-                "delivered_at": r.delivered_at_ms.map(at),
+                "status": r.status(event).as_str(),
+                "delivered_at": r.ledger.delivered_at.map(at),
                 "requests": r.tries,
                 "failed_receives": r.failures,
                 "timeline": r.history.iter().map(|o| json!({

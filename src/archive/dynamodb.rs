@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::{ArchivedEvent, DestinationRecord};
 use crate::delivery::names::DestinationName;
 use crate::dynamo::{describe, n, s, written};
-use crate::router::ledger::Outcome;
+use crate::router::ledger::{LedgerItem, Outcome};
 use crate::table::{ARCHIVE_INFIX, DELIVERY_PREFIX, archive_key, delivery_key};
 
 type Item = HashMap<String, AttributeValue>;
@@ -78,8 +78,7 @@ pub fn event_of(item: &Item) -> Option<ArchivedEvent> {
 pub fn record_of(item: &Item) -> DestinationRecord {
     let count = |k| number(item, k).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
     DestinationRecord {
-        status: text(item, "status"),
-        delivered_at_ms: number(item, "delivered_at"),
+        ledger: LedgerItem::from_item(item),
         tries: count("tries"),
         failures: count("failures"),
         history: item

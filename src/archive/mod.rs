@@ -12,7 +12,7 @@ pub mod cli;
 pub mod dynamodb;
 
 use crate::delivery::names::DestinationName;
-use crate::router::ledger::{DELIVERED, Outcome};
+use crate::router::ledger::{LedgerItem, Outcome};
 
 /// Larger envelopes are archived without their body (a DynamoDB item holds 400 KB); their
 /// record says how large they were, and replay refuses them.
@@ -44,8 +44,8 @@ pub struct ArchivedEvent {
 /// What the ledger holds of one (lead, destination).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationRecord {
-    pub status: Option<String>,
-    pub delivered_at_ms: Option<i64>,
+    /// What was delivered last (which version, when): judged against the event's version.
+    pub ledger: LedgerItem,
     pub tries: u32,
     pub failures: u32,
     pub history: Vec<Outcome>,
@@ -78,19 +78,21 @@ impl Status {
 }
 
 impl DestinationRecord {
-    pub fn delivered(&self) -> bool {
-        self.status.as_deref() == Some(DELIVERED) || self.delivered_at_ms.is_some()
+    /// This version of the lead (or a newer one) reached the destination: an older version's
+    /// delivery does not count for a re-enriched row.
+    pub fn delivered(&self, event: &ArchivedEvent) -> bool {
+        self.ledger.covers(&event.version, event.received_at_ms)
     }
 
     /// Its last receive ended in a refusal retrying cannot change.
-    pub fn refused(&self) -> bool {
-        !self.delivered() && self.history.last().is_some_and(|o| o.class == "permanent")
+    pub fn refused(&self, event: &ArchivedEvent) -> bool {
+        !self.delivered(event) && self.history.last().is_some_and(|o| o.class == "permanent")
     }
 
-    pub fn status(&self) -> Status {
-        if self.delivered() {
+    pub fn status(&self, event: &ArchivedEvent) -> Status {
+        if self.delivered(event) {
             Status::Delivered
-        } else if self.refused() {
+        } else if self.refused(event) {
             Status::Failed
         } else {
             Status::Waiting
@@ -104,7 +106,7 @@ pub fn status(event: &ArchivedEvent, records: &[(DestinationName, DestinationRec
         records
             .iter()
             .find(|(n, _)| *n == d)
-            .map_or(Status::Waiting, |(_, r)| r.status())
+            .map_or(Status::Waiting, |(_, r)| r.status(event))
     };
     let each: Vec<Status> = event.routed.iter().map(|d| of(*d)).collect();
     if each.iter().all(|s| *s == Status::Delivered) {
@@ -119,6 +121,7 @@ pub fn status(event: &ArchivedEvent, records: &[(DestinationName, DestinationRec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::ledger::DELIVERED;
     use DestinationName::*;
 
     fn event(routed: Vec<DestinationName>) -> ArchivedEvent {
@@ -138,8 +141,14 @@ mod tests {
     }
 
     fn record(status: &str, last: Option<&'static str>) -> DestinationRecord {
+        let delivered = status == DELIVERED;
         DestinationRecord {
-            status: Some(status.into()),
+            ledger: LedgerItem {
+                status: Some(status.into()),
+                delivered_version: delivered.then(|| "v".into()),
+                delivered_received_at_ms: delivered.then_some(0),
+                ..LedgerItem::default()
+            },
             history: last
                 .map(|class| Outcome {
                     at_ms: 1,
@@ -180,5 +189,27 @@ mod tests {
             Status::Delivered,
             "nothing owed"
         );
+    }
+
+    #[test]
+    fn an_older_versions_delivery_does_not_count_for_a_re_enriched_row() {
+        let mut e = event(vec![Crm]);
+        e.version = "v2".into();
+        e.received_at_ms = 5_000;
+        let old = DestinationRecord {
+            ledger: LedgerItem {
+                status: Some(DELIVERED.into()),
+                delivered_version: Some("v1".into()),
+                delivered_received_at_ms: Some(1_000),
+                delivered_at: Some(1_200),
+                ..LedgerItem::default()
+            },
+            ..DestinationRecord::default()
+        };
+        assert_eq!(status(&e, &[(Crm, old.clone())]), Status::Waiting);
+        let mut newer = old;
+        newer.ledger.delivered_version = Some("v3".into());
+        newer.ledger.delivered_received_at_ms = Some(6_000);
+        assert_eq!(status(&e, &[(Crm, newer)]), Status::Delivered);
     }
 }

@@ -545,8 +545,16 @@ async fn events(table: String, action: EventsAction) -> Result<(), String> {
         } => {
             let destination = match destination {
                 Some(d) => Some(
-                    clayhook::router::rules::DestinationName::parse(&d)
-                        .ok_or_else(|| format!("--destination {d:?} is not a destination (crm, outreach, nurture, slack, zapier)"))?,
+                    clayhook::router::rules::DestinationName::parse(&d).ok_or_else(|| {
+                        let names: Vec<&str> = clayhook::router::rules::DestinationName::ALL
+                            .iter()
+                            .map(|n| n.as_str())
+                            .collect();
+                        format!(
+                            "--destination {d:?} is not a destination ({})",
+                            names.join(", ")
+                        )
+                    })?,
                 ),
                 None => None,
             };

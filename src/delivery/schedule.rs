@@ -100,6 +100,11 @@ impl RetrySchedule {
         self.waits.get(index).copied()
     }
 
+    /// The step of the last wait: a failure count that never exhausts the schedule.
+    pub fn last_step(&self) -> u32 {
+        u32::try_from(self.waits.len()).unwrap_or(u32::MAX).max(1)
+    }
+
     /// Receives a record gets in all: the first and one after each wait. The queue's
     /// `maxReceiveCount` must be at least this, or SQS ends the schedule early.
     pub fn receives(&self) -> u32 {

@@ -63,9 +63,10 @@ impl Warehouse {
     pub fn new(target: WarehouseTarget, sdk: &aws_config::SdkConfig) -> Warehouse {
         match target {
             WarehouseTarget::S3(uri) => {
-                // Path-style addressing: bucket names with dots, and S3 stand-ins such as moto.
+                // Path-style addressing only where an endpoint is set (S3 stand-ins such as
+                // moto, which have no per-bucket host names); AWS itself gets virtual hosts.
                 let config = aws_sdk_s3::config::Builder::from(sdk)
-                    .force_path_style(true)
+                    .force_path_style(sdk.endpoint_url().is_some())
                     .build();
                 Warehouse::S3(S3Warehouse::new(aws_sdk_s3::Client::from_conf(config), uri))
             }

@@ -69,6 +69,14 @@ impl RouterConfig {
                 ),
             });
         }
+        let archive_days: u32 =
+            env.number("ARCHIVE_DAYS", crate::archive::DEFAULT_ARCHIVE_DAYS, |d| {
+                *d <= 365
+            })?;
+        let delivery_ttl_seconds: i64 =
+            env.number("DELIVERY_TTL_SECONDS", DEFAULT_DELIVERY_TTL_SECONDS, |v| {
+                *v > 0
+            })?;
         Ok(RouterConfig {
             settings: RouterSettings {
                 rules,
@@ -76,19 +84,13 @@ impl RouterConfig {
                     .number("ROUTER_CONCURRENCY", DEFAULT_ROUTER_CONCURRENCY, |v| *v > 0)?,
                 retry: RetryPolicy::read(env)?,
                 request_timeout: http.request,
-                delivery_ttl_seconds: env.number(
-                    "DELIVERY_TTL_SECONDS",
-                    DEFAULT_DELIVERY_TTL_SECONDS,
-                    |v| *v > 0,
-                )?,
+                // A replay of an archived lead honours the ledger: the ledger must remember
+                // every delivery at least as long as the archive keeps the lead.
+                delivery_ttl_seconds: delivery_ttl_seconds.max(i64::from(archive_days) * 86_400),
                 max_receive_count,
                 schedule,
                 control: ControlSettings::read(env)?,
-                archive_days: env.number(
-                    "ARCHIVE_DAYS",
-                    crate::archive::DEFAULT_ARCHIVE_DAYS,
-                    |d| *d <= 365,
-                )?,
+                archive_days,
             },
             table: env.required("IDEMPOTENCY_TABLE")?,
             destinations,
@@ -104,6 +106,25 @@ mod tests {
 
     fn router(vars: &[(&str, &str)]) -> Result<RouterConfig, ConfigError> {
         RouterConfig::read(&crate::config::env_of(vars))
+    }
+
+    #[test]
+    fn the_ledger_remembers_at_least_as_long_as_the_archive_keeps() {
+        let ttl = |vars: &[(&str, &str)]| {
+            let mut all = vec![("IDEMPOTENCY_TABLE", "t")];
+            all.extend_from_slice(vars);
+            router(&all).unwrap().settings.delivery_ttl_seconds
+        };
+        assert_eq!(ttl(&[]), DEFAULT_DELIVERY_TTL_SECONDS);
+        assert_eq!(ttl(&[("ARCHIVE_DAYS", "90")]), 90 * 86_400);
+        assert_eq!(
+            ttl(&[("ARCHIVE_DAYS", "10"), ("DELIVERY_TTL_SECONDS", "86400")]),
+            10 * 86_400
+        );
+        assert_eq!(
+            ttl(&[("ARCHIVE_DAYS", "0"), ("DELIVERY_TTL_SECONDS", "86400")]),
+            86_400
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::delivery::names::DestinationName;
 use crate::delivery::retry::{Attempt, Class};
 use crate::metrics::Metrics;
 
+/// How long a 429 without `Retry-After` pauses its destination: long enough for a per-second
+/// or per-10-second vendor window to pass, short beside the retry schedule.
+pub const PAUSE_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(10);
+
 /// A wait imposed on one destination: not before `until_ms`, because `held`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
@@ -215,19 +219,12 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
                     }
                 })
             }
-            (
-                Attempt::Status {
-                    status: 429,
-                    retry_after: Some(_),
-                    ..
-                },
-                Class::Transient {
-                    not_before: Some(wait),
-                },
-            ) => {
+            // A 429 says "slower", not "down": it pauses, it never counts toward the breaker.
+            (Attempt::Status { status: 429, .. }, Class::Transient { not_before }) => {
+                let wait = not_before.unwrap_or(PAUSE_WITHOUT_RETRY_AFTER);
                 let until = now + wait.as_millis() as i64;
                 metrics.count("Paused", &dims);
-                warn!(destination = %d, wait_ms = wait.as_millis() as u64, "429 with Retry-After: the destination is paused for every router");
+                warn!(destination = %d, wait_ms = wait.as_millis() as u64, "429: the destination is paused for every router");
                 self.control.pause(d, until).await
             }
             (_, Class::Transient { .. }) if self.settings.breaker.is_some() => {

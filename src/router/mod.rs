@@ -61,7 +61,8 @@ pub struct Router<L, D, Q = NoRedelivery, C = NoControl> {
 enum RecordResult {
     Done,
     /// Some destination may still take it: again after the schedule's wait for its
-    /// `failures`-th failed receive (the receive count when the ledger could not say), at least
+    /// `failures`-th failed receive (the receive count, capped below the schedule's end, when the
+    /// ledger could not say), at least
     /// `not_before` (a destination's `Retry-After`, or another destination's hold).
     Retry {
         not_before: Option<Duration>,
@@ -345,7 +346,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 why,
                 failures,
             } => {
-                let step = failures.unwrap_or(receives);
+                // Without the ledger's count (it was unreachable), the receive count also
+                // counts holds and busy claims: it may wait with it, never end the schedule.
+                let step =
+                    failures.unwrap_or_else(|| receives.min(self.settings.schedule.last_step()));
                 match self.settings.schedule.wait_after(step) {
                     Some(wait) => {
                         let wait = wait.max(not_before.unwrap_or_default());
@@ -568,6 +572,9 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 info!("smoke test lead (clayhook smoke): routed nowhere");
                 return (RecordResult::Done, None);
             }
+            // The archive keeps the rules' whole verdict: a replay to one destination narrows
+            // what is sent, not what the lead is owed.
+            let routed = targets.clone();
             if let Some(replay) = &envelope.replay {
                 if !replay.destinations.is_empty() {
                     targets.retain(|d| replay.destinations.contains(d));
@@ -576,7 +583,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             }
             let version = envelope.lead_version();
             let received_at_ms = envelope.received_at_ms();
-            let archived = self.archive(r, &envelope, &version, &targets, metrics);
+            let archived = self.archive(r, &envelope, &version, &routed, metrics);
             if targets.is_empty() {
                 archived.await;
                 metrics.count("Unrouted", &[]);

@@ -17,10 +17,15 @@ mod control;
 #[derive(Default)]
 struct MemoryLedger {
     items: Mutex<HashMap<(String, DestinationName), (LedgerItem, i64)>>,
+    /// The table is unreachable: every claim fails.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl DeliveryLedger for MemoryLedger {
     async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(LedgerError("connection refused".into()));
+        }
         let mut items = self.items.lock().unwrap();
         let (item, lock) = items
             .entry((c.id.clone(), c.destination))
@@ -391,6 +396,23 @@ async fn a_failing_record_waits_out_the_schedule_then_reaches_the_dlq_with_its_r
     );
     assert!(reason.contains("nurture: answered 503"), "{reason}");
     assert_eq!(r.redelivery.delays.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ledger_outage_late_in_a_records_life_waits_instead_of_ending_the_schedule() {
+    // Many receives were holds (breaker, busy claims), not failures; then the table is
+    // unreachable, so the ledger cannot say how many failures there were.
+    let r = scheduled_router("30s,2m", "150s");
+    r.ledger
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let env = envelope("held", r#"{"icp_score":60}"#, 1_000);
+    assert_eq!(failed(&r, vec![received("m1", &env, 40)]).await, ["m1"]);
+    assert!(r.redelivery.letters.lock().unwrap().is_empty());
+    assert_eq!(
+        *r.redelivery.delays.lock().unwrap(),
+        [("rh-m1-40".to_string(), Duration::from_secs(120))]
+    );
 }
 
 #[tokio::test(start_paused = true)]

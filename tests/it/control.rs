@@ -143,3 +143,43 @@ async fn concurrent_bookings_keep_to_the_rate() {
         }
     );
 }
+
+#[tokio::test]
+async fn bookings_follow_the_algorithm_through_quiet_and_busy_spells() {
+    // One instance's remembered arrival time picks the write it tries first; right or wrong,
+    // every booking is the one the pure algorithm gives.
+    let aws = Aws::fresh().await;
+    let c = DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table);
+    let other = DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table);
+    let limit = RateLimit {
+        count: 1,
+        per: Duration::from_secs(1),
+        burst: 2,
+    };
+    let t0 = now_ms();
+    let mut tat = 0;
+    // (offset, which instance): quiet start, a burst, busy, too far, a quiet gap, the other
+    // instance making the first one's memory stale, then the first again.
+    let steps = [
+        (0, &c),
+        (10, &c),
+        (20, &c),
+        (30, &c),
+        (40, &c),
+        (9_000, &c),
+        (9_010, &other),
+        (9_020, &other),
+        (9_030, &c),
+        (30_000, &c),
+    ];
+    for (offset, instance) in steps {
+        let now = t0 + offset;
+        let (expected, next) = clayhook::delivery::control::book(tat, &limit, now, 2_000);
+        tat = next;
+        assert_eq!(
+            instance.book(Nurture, &limit, now, 2_000).await.unwrap(),
+            expected,
+            "at +{offset} ms"
+        );
+    }
+}

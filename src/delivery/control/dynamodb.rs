@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::{Booking, BreakerPolicy, ControlError, ControlState, DeliveryControl, RateLimit};
 use crate::delivery::names::DestinationName;
@@ -21,6 +22,9 @@ use crate::table::delivery_control_key;
 pub struct DynamoDbDeliveryControl {
     client: Client,
     table: String,
+    /// The arrival time each destination's item last had, as this instance saw it: it picks
+    /// which conditional write to try first, so the usual case takes one write.
+    seen_tat: Arc<Mutex<HashMap<DestinationName, i64>>>,
 }
 
 impl DynamoDbDeliveryControl {
@@ -28,6 +32,17 @@ impl DynamoDbDeliveryControl {
         DynamoDbDeliveryControl {
             client,
             table: table.into(),
+            seen_tat: Arc::default(),
+        }
+    }
+
+    fn seen(&self, destination: DestinationName) -> Option<i64> {
+        self.seen_tat.lock().ok()?.get(&destination).copied()
+    }
+
+    fn saw(&self, destination: DestinationName, tat_ms: i64) {
+        if let Ok(mut seen) = self.seen_tat.lock() {
+            seen.insert(destination, tat_ms);
         }
     }
 
@@ -246,42 +261,52 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         let interval = limit.interval_ms();
         let tolerance = limit.tolerance_ms();
         let latest = now_ms + tolerance + max_wait_ms;
-        // Two tries: the usual one (the slot is taken, book the next one) and the quiet one (the
-        // arrival time is past: start from now); a race between them just goes round again.
-        for _ in 0..4 {
-            let busy = settled(
-                self.update(destination, "SET #t = #t + :interval")
-                    .condition_expression("#t >= :now AND #t <= :latest")
-                    .expression_attribute_names("#t", "tat")
-                    .expression_attribute_values(":interval", n(interval))
-                    .expression_attribute_values(":now", n(now_ms))
-                    .expression_attribute_values(":latest", n(latest))
-                    .send()
-                    .await,
-            )?;
-            let found = match busy {
+        // Two conditional writes, one of which applies: "busy" (the arrival time is ahead of
+        // now: book the next slot) or "quiet" (it is past: start from now). Trying first the one
+        // the last arrival time this instance saw points to makes a delivery cost one write
+        // whether the destination is busy or quiet; a wrong guess or a race costs one more.
+        let mut quiet = self.seen(destination).is_none_or(|tat| tat < now_ms);
+        for _ in 0..6 {
+            let result = if quiet {
+                settled(
+                    self.update(destination, "SET #t = :next")
+                        .condition_expression("attribute_not_exists(#t) OR #t < :now")
+                        .expression_attribute_names("#t", "tat")
+                        .expression_attribute_values(":next", n(now_ms + interval))
+                        .expression_attribute_values(":now", n(now_ms))
+                        .send()
+                        .await,
+                )?
+            } else {
+                settled(
+                    self.update(destination, "SET #t = #t + :interval")
+                        .condition_expression("#t >= :now AND #t <= :latest")
+                        .expression_attribute_names("#t", "tat")
+                        .expression_attribute_values(":interval", n(interval))
+                        .expression_attribute_values(":now", n(now_ms))
+                        .expression_attribute_values(":latest", n(latest))
+                        .send()
+                        .await,
+                )?
+            };
+            match result {
                 Ok(state) => {
+                    self.saw(destination, state.tat_ms);
+                    if quiet {
+                        return Ok(Booking::SendAt(now_ms));
+                    }
                     let slot = state.tat_ms - interval;
                     return Ok(Booking::SendAt((slot - tolerance).max(now_ms)));
                 }
-                Err(found) => found,
-            };
-            if found.tat_ms > latest {
-                return Ok(Booking::TooFar {
-                    until_ms: found.tat_ms - tolerance - max_wait_ms,
-                });
-            }
-            let quiet = settled(
-                self.update(destination, "SET #t = :next")
-                    .condition_expression("attribute_not_exists(#t) OR #t < :now")
-                    .expression_attribute_names("#t", "tat")
-                    .expression_attribute_values(":next", n(now_ms + interval))
-                    .expression_attribute_values(":now", n(now_ms))
-                    .send()
-                    .await,
-            )?;
-            if quiet.is_ok() {
-                return Ok(Booking::SendAt(now_ms));
+                Err(found) => {
+                    self.saw(destination, found.tat_ms);
+                    if found.tat_ms > latest {
+                        return Ok(Booking::TooFar {
+                            until_ms: found.tat_ms - tolerance - max_wait_ms,
+                        });
+                    }
+                    quiet = found.tat_ms < now_ms;
+                }
             }
         }
         Err(ControlError(

@@ -303,6 +303,23 @@ async fn a_429_with_retry_after_pauses_the_destination_for_the_rest_of_the_batch
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_429_without_retry_after_pauses_briefly_and_never_opens_the_breaker() {
+    let mut r = controlled();
+    r.settings.concurrency = 1;
+    r.settings.control.breaker = Some(BreakerPolicy {
+        threshold: 1,
+        ..BreakerPolicy::default()
+    });
+    r.destinations.script(Zapier, vec![status(429, None); 10]);
+    failed(&r, vec![received("m0", &warm(0), 1)]).await;
+    let s = r.control.state(Zapier);
+    assert_eq!((s.failures, s.opens), (0, 0), "{s:?}");
+    let paused = s.paused_until_ms - epoch_ms(SystemTime::now());
+    let expected = crate::router::gates::PAUSE_WITHOUT_RETRY_AFTER.as_millis() as i64;
+    assert!((expected - 5_000..=expected).contains(&paused), "{paused}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_rate_limit_booked_far_ahead_holds_the_record_on_the_queue() {
     let mut r = controlled();
     r.settings.control.limits = vec![(
