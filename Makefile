@@ -74,13 +74,23 @@ stress: venv sam-build
 	  cargo test --test stress -- --include-ignored --nocapture --exact nothing_lost_nothing_sent_twice
 	$(BIN)/python scripts/check_logs.py target/stress-logs
 
-## Cold start, warm cost and throughput beside the Node.js peer; prints one table and writes
-## target/bench/results.md. Fails if a target is missed.
+## Cold start, warm cost and throughput beside the Node.js peer and the smallest lambda_http
+## function, against a keep-alive DynamoDB/SQS stand-in; flame graphs of 1,000 warm invocations
+## (a release build with symbols under perf); arm64 sizes. Prints one table and writes
+## target/bench/results.md and target/bench/*-flamegraph.svg. Fails if a target is missed.
+INFERNO_VERSION ?= 0.12.8
 bench: venv sam-build
 	cd bench/node-peer && npm ci --no-audit --no-fund --silent
+	cargo install --quiet --locked --root target/tools inferno --version $(INFERNO_VERSION)
+	rustup target add aarch64-unknown-linux-gnu
 	cargo bench --bench pure
+	cargo lambda build --release --bin minimal-http
+	cargo build --profile profiling --no-default-features --bin ingest --bin router
+	cargo lambda build --release --arm64 --bin ingest --bin router --bin feeder --lambda-dir target/lambda-arm64
 	rm -rf target/bench-logs
 	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) NODE_PEER_DIR=$(abspath bench/node-peer) \
+	  MINIMAL_HTTP_BOOTSTRAP=$(abspath target/lambda/minimal-http/bootstrap) PROFILING_DIR=$(abspath target/profiling) \
+	  ARM64_DIR=$(abspath target/lambda-arm64) INFERNO_DIR=$(abspath target/tools/bin) \
 	  CLAYHOOK_LOG_DIR=target/bench-logs cargo test --test bench -- --include-ignored --nocapture
 
 ## The whole pipeline on this machine: ingest on :3000, moto_server, the router on the lead queue,

@@ -18,4 +18,5 @@ mod local;
 mod push;
 mod router;
 mod secrets;
+mod standin;
 mod warehouse;

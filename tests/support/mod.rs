@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod clay;
 pub mod emulator;
+pub mod standin;
 
 use aws_config::Region;
 use std::net::{TcpListener, TcpStream};
