@@ -176,11 +176,14 @@ impl Metrics {
     /// Prints the documents, one line each, when metrics are on; empties the collection.
     pub fn flush(&self) {
         if !self.namespace.is_empty() {
-            let docs = self.documents();
-            let mut out = std::io::stdout().lock();
-            for d in docs {
-                let _ = writeln!(out, "{d}");
+            // One buffer, one write: serde straight to bytes, not through `Display`.
+            let mut lines = Vec::with_capacity(512);
+            for d in self.documents() {
+                if serde_json::to_writer(&mut lines, &d).is_ok() {
+                    lines.push(b'\n');
+                }
             }
+            let _ = std::io::stdout().lock().write_all(&lines);
         }
         if let Ok(mut values) = self.values.lock() {
             values.clear();

@@ -23,8 +23,9 @@ use support::{Aws, moto_url};
 const COLD_STARTS: usize = 20;
 const WARM_INVOCATIONS: usize = 2000;
 const ROUTER_BATCHES: usize = 30;
-/// Warm invocations a flame graph samples.
+/// Warm invocations a flame graph samples: ingest's, and the router's batches of ten.
 const PROFILED_INVOCATIONS: usize = 1000;
+const PROFILED_BATCHES: usize = 200;
 const FEEDER_BATCHES: usize = 5;
 /// Clay's per-workspace rate, the feeder's maximum.
 const CLAY_RATE: f64 = 10.0;
@@ -162,6 +163,15 @@ async fn warm_pair(
     ours: (&Path, &HashMap<String, String>),
     peer: (&Path, &HashMap<String, String>),
 ) -> (Warm, Warm) {
+    warm_pair_answering(ours, peer, [202, 202]).await
+}
+
+/// [`warm_pair`] for functions that answer other statuses (the smallest function's 200).
+async fn warm_pair_answering(
+    ours: (&Path, &HashMap<String, String>),
+    peer: (&Path, &HashMap<String, String>),
+    expected: [u64; 2],
+) -> (Warm, Warm) {
     let functions = [
         ("ingest", emulate("bench-ingest-warm", ours.0, ours.1)),
         ("peer", emulate("bench-peer-warm", peer.0, peer.1)),
@@ -170,7 +180,7 @@ async fn warm_pair(
     let mut cpu0 = [0f64; 2];
     for (i, (name, f)) in functions.iter().enumerate() {
         let (status, _) = status_of(&invoke(f, &ingest_event(0, name)).await);
-        assert_eq!(status, 202, "{name} warm-up");
+        assert_eq!(status, expected[i], "{name} warm-up");
         pids[i] = function_pid(f).expect("function pid");
         cpu0[i] = cpu_seconds(pids[i]);
     }
@@ -180,7 +190,7 @@ async fn warm_pair(
             let start = Instant::now();
             let (status, body) = status_of(&invoke(f, &ingest_event(n, name)).await);
             busy[i] += start.elapsed().as_secs_f64();
-            assert_eq!(status, 202, "{name}: {body}");
+            assert_eq!(status, expected[i], "{name}: {body}");
         }
     }
     let result = |i: usize| Warm {
@@ -191,7 +201,7 @@ async fn warm_pair(
     (result(0), result(1))
 }
 
-/// `PROFILED_INVOCATIONS` warm invocations of a profiling build (release, symbols kept) under
+/// `invocations` warm invocations of a profiling build (release, symbols kept) under
 /// `perf record`, folded into a flame graph SVG (inferno) and a text list of the hottest
 /// functions beside it. Returns the SVG's path, or why there is none.
 async fn flame_graph(
@@ -199,6 +209,7 @@ async fn flame_graph(
     bootstrap: &Path,
     env: &HashMap<String, String>,
     event: impl Fn(usize) -> Value,
+    invocations: usize,
     out_dir: &Path,
 ) -> Result<std::path::PathBuf, String> {
     use std::process::{Command, Stdio};
@@ -225,7 +236,7 @@ async fn flame_graph(
         .spawn()
         .map_err(|e| format!("perf: {e}"))?;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    for n in 1..=PROFILED_INVOCATIONS {
+    for n in 1..=invocations {
         invoke(&f, &event(n)).await;
     }
     // perf writes its data on SIGINT.
@@ -256,7 +267,7 @@ async fn flame_graph(
         Ok(out.stdout)
     };
     let folded = run("inferno-collapse-perf", &script.stdout, &[])?;
-    let title = format!("{name}: {PROFILED_INVOCATIONS} warm invocations");
+    let title = format!("{name}: {invocations} warm invocations");
     let svg = run(
         "inferno-flamegraph",
         &folded,
@@ -335,7 +346,7 @@ fn router_env(
         ("ROUTER_CONCURRENCY", concurrency.to_string()),
         (
             "DESTINATION_RATE_LIMITS",
-            "crm=100000/s,slack=100000/s,zapier=100000/s".to_string(),
+            "crm=1000/s:10,slack=1000/s:10,zapier=1000/s:10".to_string(),
         ),
         ("AWS_LAMBDA_LOG_LEVEL", "WARN".to_string()),
     ];
@@ -683,6 +694,7 @@ async fn bench_table() {
             &dir.join("ingest"),
             &env,
             |n| ingest_event(n, "profiled"),
+            PROFILED_INVOCATIONS,
             &out_dir,
         )
         .await;
@@ -691,6 +703,7 @@ async fn bench_table() {
             &dir.join("router"),
             &router_env("bench", &standin.url, &downstream.uri(), 10),
             |n| router_batch("profiled", n),
+            PROFILED_BATCHES,
             &out_dir,
         )
         .await;
@@ -941,4 +954,97 @@ async fn bench_table() {
     )
     .unwrap();
     assert!(t.missed.is_empty(), "targets missed: {:?}", t.missed);
+}
+
+/// For working on the warm path: the warm CPU of `PROFILING_DIR`'s ingest (beside the smallest
+/// lambda_http function) and router against the stand-in, and their flame graphs, without the
+/// rest of the bench (`cargo test --test bench warm_profile -- --ignored --nocapture`).
+/// `STRACE=1`: ingest's system calls over 200 invocations instead; `FLAME_GRAPHS=0`: figures
+/// only; `FLAME_GRAPHS=ingest`: ingest's figure only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a tool for `make bench`'s profiles"]
+async fn warm_profile() {
+    let dir = required_env("PROFILING_DIR");
+    let out_dir = manifest().join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let standin = AwsStandin::start().await;
+    let env = function_env(
+        "IngestFunction",
+        &[
+            ("IDEMPOTENCY_TABLE", "bench".to_string()),
+            (
+                "LEAD_QUEUE_URL",
+                format!("{}/123456789012/bench", standin.url),
+            ),
+            ("AWS_ENDPOINT_URL", standin.url.clone()),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN".to_string()),
+        ],
+    );
+    let ingest = dir.join("ingest");
+    let minimal = dir.join("minimal-http");
+    let (warm, floor) = warm_pair_answering((&ingest, &env), (&minimal, &env), [202, 200]).await;
+    println!(
+        "ingest warm CPU {:.3} ms per invocation; the smallest lambda_http function {:.3} ms",
+        warm.cpu_ms, floor.cpu_ms
+    );
+    if std::env::var("STRACE").is_ok() {
+        let f = emulate("bench-ingest-strace", &ingest, &env);
+        invoke(&f, &ingest_event(0, "strace")).await;
+        let pid = function_pid(&f).unwrap();
+        let out = manifest().join("target/bench/ingest-strace.txt");
+        let mut st = std::process::Command::new("strace")
+            .args(["-c", "-f", "-o"])
+            .arg(&out)
+            .arg("-p")
+            .arg(pid.to_string())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for n in 1..=200 {
+            invoke(&f, &ingest_event(n, "strace")).await;
+        }
+        unsafe { libc::kill(st.id() as i32, libc::SIGINT) };
+        let _ = st.wait();
+        println!("{}", std::fs::read_to_string(&out).unwrap_or_default());
+        return;
+    }
+    if std::env::var("FLAME_GRAPHS").is_ok_and(|v| v == "ingest") {
+        return;
+    }
+    let downstream = fast_downstream().await;
+    let r10 = router_throughput(&dir.join("router"), &standin, &downstream, 10).await;
+    println!(
+        "router CPU {:.3} ms per delivery ({:.1} deliveries, {:.1} AWS calls per record)",
+        r10.cpu_ms_per_delivery, r10.deliveries_per_record, r10.aws_calls_per_record
+    );
+    println!(
+        "{:?}\n{:#?}\n{} connections",
+        standin.calls(),
+        standin.updates(),
+        standin.connections()
+    );
+    if std::env::var("FLAME_GRAPHS").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let graph = flame_graph(
+        "ingest",
+        &ingest,
+        &env,
+        |n| ingest_event(n, "profiled"),
+        PROFILED_INVOCATIONS,
+        &out_dir,
+    )
+    .await;
+    println!("{graph:?}");
+    let graph = flame_graph(
+        "router",
+        &dir.join("router"),
+        &router_env("bench", &standin.url, &downstream.uri(), 10),
+        |n| router_batch("profiled", n),
+        PROFILED_BATCHES,
+        &out_dir,
+    )
+    .await;
+    println!("{graph:?}");
+    println!("{:?}", standin.calls());
 }

@@ -18,6 +18,11 @@ use crate::metrics::Metrics;
 /// or per-10-second vendor window to pass, short beside the retry schedule.
 pub const PAUSE_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// Lateness below this never costs a new booking: at high rates an interval is shorter than
+/// the booking write itself, and a few milliseconds of bunching is nothing to a per-second
+/// vendor window.
+const MIN_LATENESS_MS: i64 = 20;
+
 /// A wait imposed on one destination: not before `until_ms`, because `held`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
@@ -156,7 +161,7 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
             // request past its slot. A slot missed by more than one interval (the write took
             // that long) is given up for a later one, so late requests never bunch together.
             let late = now_ms() - at;
-            if late > limit.interval_ms() && tries < 3 {
+            if late > limit.interval_ms().max(MIN_LATENESS_MS) && tries < 3 {
                 continue;
             }
             let wait = Duration::from_millis((-late).max(0) as u64);

@@ -28,6 +28,8 @@ pub struct AwsStandin {
 struct State {
     items: Mutex<HashMap<String, Map<String, Value>>>,
     calls: Mutex<HashMap<String, u64>>,
+    /// Updates by the start of their expression: which writes a path makes.
+    updates: Mutex<HashMap<String, u64>>,
     connections: Mutex<u64>,
     sent: Mutex<u64>,
 }
@@ -55,6 +57,15 @@ impl AwsStandin {
     pub fn calls(&self) -> HashMap<String, u64> {
         self.state
             .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// `UpdateItem` calls by the first words of their update expression.
+    pub fn updates(&self) -> HashMap<String, u64> {
+        self.state
+            .updates
             .lock()
             .map(|c| c.clone())
             .unwrap_or_default()
@@ -180,6 +191,15 @@ fn answer(state: &State, target: &str, body: &Value) -> (u16, Value) {
             (200, json!({}))
         }
         (true, "UpdateItem") => {
+            let expression: String = body["UpdateExpression"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(40)
+                .collect();
+            if let Ok(mut updates) = state.updates.lock() {
+                *updates.entry(expression).or_default() += 1;
+            }
             let key = key_of(&body["Key"]);
             let item = items
                 .entry(key)
