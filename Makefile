@@ -91,7 +91,7 @@ bench: venv sam-build
 	CLAYHOOK_BUILD_DIR=$(abspath .aws-sam/build) AWS_LAMBDA_RIE=$(RIE) NODE_PEER_DIR=$(abspath bench/node-peer) \
 	  MINIMAL_HTTP_BOOTSTRAP=$(abspath target/lambda/minimal-http/bootstrap) PROFILING_DIR=$(abspath target/profiling) \
 	  ARM64_DIR=$(abspath target/lambda-arm64) INFERNO_DIR=$(abspath target/tools/bin) \
-	  CLAYHOOK_LOG_DIR=target/bench-logs cargo test --test bench -- --include-ignored --nocapture
+	  CLAYHOOK_LOG_DIR=target/bench-logs cargo test --test bench -- --include-ignored --nocapture --exact bench_table
 
 ## The whole pipeline on this machine: ingest on :3000, moto_server, the router on the lead queue,
 ## and the feeder on the intake queue when CLAY_WEBHOOK_URLS is set.
