@@ -409,7 +409,9 @@ async fn aws_dlq_count(aws: &Aws, dlq: &str) -> usize {
     probe.drain(0, Duration::from_secs(1)).await.len()
 }
 
-const RATE: u32 = 20;
+/// Well under what two routers on moto can push on a slow host, so the limit, not the host, sets
+/// the pace (at 20/s a slow phase of this shared host measured 16/s).
+const RATE: u32 = 10;
 
 pub async fn shared_rate_limit() -> Row {
     let aws = Aws::fresh().await;
