@@ -103,7 +103,7 @@ pub fn detail((event, records): &EventWithRecords, rules: &[RoutingRule], reveal
                 "status": r.status(event).as_str(),
                 "delivered_at": r.ledger.delivered_at.map(at),
                 "requests": r.tries,
-                "failed_receives": r.failures,
+                "failed_receives": r.ledger.failures,
                 "timeline": r.history.iter().map(|o| json!({
                     "at": at(o.at_ms),
                     "class": o.class,

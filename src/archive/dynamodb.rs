@@ -80,7 +80,6 @@ pub fn record_of(item: &Item) -> DestinationRecord {
     DestinationRecord {
         ledger: LedgerItem::from_item(item),
         tries: count("tries"),
-        failures: count("failures"),
         history: item
             .get("history")
             .and_then(|v| v.as_l().ok())

@@ -47,7 +47,6 @@ pub struct DestinationRecord {
     /// What was delivered last (which version, when): judged against the event's version.
     pub ledger: LedgerItem,
     pub tries: u32,
-    pub failures: u32,
     pub history: Vec<Outcome>,
 }
 
