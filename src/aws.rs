@@ -11,7 +11,7 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// The Amazon Trust Services roots that every AWS endpoint chains to.
-const AWS_ROOT_CAS: &[u8] = include_bytes!("../assets/aws-root-cas.pem");
+pub(crate) const AWS_ROOT_CAS: &[u8] = include_bytes!("../assets/aws-root-cas.pem");
 
 /// The HTTPS client every AWS client shares: hyper + rustls on ring (the TLS stack reqwest uses
 /// too, so each binary carries one). It trusts the five Amazon Trust Services roots, compiled
@@ -73,6 +73,13 @@ pub fn loader() -> ConfigLoader {
         )
 }
 
+/// The client whose connection to the table start-up opens: the one the function's hot path uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Table<'a> {
+    Lean(&'a crate::aws_json::AwsJsonClient),
+    Sdk(&'a aws_sdk_dynamodb::Client),
+}
+
 /// What start-up warms: a read of this function's own warm-up item in the table and, for
 /// ingest, the lead queue's attributes. Read from the environment on its own, because it runs
 /// before the configuration can be read (while the secrets are fetched).
@@ -107,32 +114,39 @@ impl WarmUp {
     /// first invocation pays no set-up that start-up could have done. Bounded by `limit`: a slow
     /// endpoint never blocks start-up, and any answer (even an error) leaves a warm connection in
     /// the pool.
-    pub async fn run(&self, ddb: &aws_sdk_dynamodb::Client, sqs: Option<&aws_sdk_sqs::Client>) {
+    pub async fn run(&self, table: Table<'_>, queue: Option<&crate::aws_json::AwsJsonClient>) {
         if self.limit.is_zero() {
             return;
         }
-        let dynamodb = async {
-            let _ = ddb
-                .get_item()
-                .table_name(&self.table)
-                .key(
-                    crate::table::PARTITION_KEY,
-                    aws_sdk_dynamodb::types::AttributeValue::S(self.key.clone()),
-                )
-                .send()
-                .await;
-        };
-        let queue = async {
-            if let (Some(client), Some(url)) = (sqs, &self.queue_url) {
-                let _ = client
-                    .get_queue_attributes()
-                    .queue_url(url)
-                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                    .send()
-                    .await;
+        let table = async {
+            match table {
+                Table::Lean(client) => {
+                    let body = serde_json::json!({
+                        "TableName": self.table,
+                        "Key": { crate::table::PARTITION_KEY: crate::aws_json::item::s(&self.key) },
+                    });
+                    let _ = client.call("GetItem", &body).await;
+                }
+                Table::Sdk(client) => {
+                    let _ = client
+                        .get_item()
+                        .table_name(&self.table)
+                        .key(
+                            crate::table::PARTITION_KEY,
+                            aws_sdk_dynamodb::types::AttributeValue::S(self.key.clone()),
+                        )
+                        .send()
+                        .await;
+                }
             }
         };
-        let warmed = tokio::time::timeout(self.limit, futures::future::join(dynamodb, queue)).await;
+        let queue = async {
+            if let (Some(client), Some(url)) = (queue, &self.queue_url) {
+                let body = serde_json::json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] });
+                let _ = client.call("GetQueueAttributes", &body).await;
+            }
+        };
+        let warmed = tokio::time::timeout(self.limit, futures::future::join(table, queue)).await;
         if warmed.is_err() {
             tracing::warn!(
                 limit_ms = self.limit.as_millis() as u64,

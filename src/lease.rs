@@ -13,6 +13,7 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::aws_json::{AwsJsonClient, item};
 use crate::dynamo::{n, s, written};
 use crate::table::PARTITION_KEY;
 
@@ -52,6 +53,52 @@ impl Lease {
 
     fn ours_values(&self, until_ms: i64) -> [(&'static str, AttributeValue); 2] {
         [(":held", s(self.held)), (":lease", n(until_ms))]
+    }
+
+    /// [`Lease::lapsed_values`] for the JSON protocol.
+    pub fn lapsed_json(&self, now_ms: i64) -> [(&'static str, serde_json::Value); 2] {
+        [(":held", item::s(self.held)), (":now_ms", item::n(now_ms))]
+    }
+
+    /// The names and the values of `extra` and the lease's own, as a request's
+    /// `ExpressionAttributeNames` and `ExpressionAttributeValues`.
+    pub fn expression(
+        &self,
+        names: &[(&str, &str)],
+        values: Vec<(&str, serde_json::Value)>,
+    ) -> (serde_json::Value, serde_json::Value) {
+        let names: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .chain(self.names().iter())
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        let values: serde_json::Map<String, serde_json::Value> = values
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        (names.into(), values.into())
+    }
+
+    /// [`Lease::give_up`] over the JSON protocol.
+    pub async fn give_up_json(
+        &self,
+        client: &AwsJsonClient,
+        table: &str,
+        pk: &str,
+        until_ms: i64,
+    ) -> Result<bool, String> {
+        let (names, values) = self.expression(
+            &[],
+            vec![(":held", item::s(self.held)), (":lease", item::n(until_ms))],
+        );
+        let body = serde_json::json!({
+            "TableName": table,
+            "Key": { PARTITION_KEY: item::s(pk) },
+            "ConditionExpression": OURS,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        });
+        item::written(client.call("DeleteItem", &body).await)
     }
 
     /// Deletes the item at `pk` while the lease ending at `until_ms` still holds it (and, with

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod auth;
 pub mod aws;
+pub mod aws_json;
 pub mod batch;
 pub mod clock;
 pub mod config;

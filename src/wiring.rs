@@ -1,7 +1,8 @@
 //! The one place each function is put together from its settings and the AWS clients: the
 //! Lambda binaries and `clayhook local` build the same objects here, so they cannot drift.
 
-use crate::aws::WarmUp;
+use crate::aws::{Table, WarmUp};
+use crate::aws_json::{AwsJsonClient, Service};
 use crate::config::{ConfigError, process_env, with_resolved};
 use crate::delivery::control::dynamodb::DynamoDbDeliveryControl;
 use crate::destinations::HttpDestinations;
@@ -31,15 +32,11 @@ pub type RouterFunction = Router<
 pub type FeederFunction = Feeder<DynamoDbFeedStore, SqsIntake>;
 
 /// Ingest on its table and lead queue.
-pub fn ingest(
-    config: IngestConfig,
-    ddb: &aws_sdk_dynamodb::Client,
-    sqs: &aws_sdk_sqs::Client,
-) -> IngestFunction {
+pub fn ingest(config: IngestConfig, clients: &Clients) -> IngestFunction {
     Ingest {
         settings: config.settings,
-        store: DynamoDbIdempotencyStore::new(ddb.clone(), config.table),
-        queue: SqsLeadQueue::new(sqs.clone(), config.queue_url),
+        store: DynamoDbIdempotencyStore::new(clients.dynamodb.clone(), config.table),
+        queue: SqsLeadQueue::new(clients.queue.clone(), config.queue_url),
     }
 }
 
@@ -94,19 +91,24 @@ async fn start<T>(
     let warm_up = WarmUp::read(&env, prefix, queue_var)?;
     let started = std::time::Instant::now();
     let sdk = crate::aws::sdk_config().await;
-    let clients = Clients {
-        ddb: aws_sdk_dynamodb::Client::new(&sdk),
-        sqs: aws_sdk_sqs::Client::new(&sdk),
-        sdk: sdk.clone(),
-    };
+    let clients = Clients::new(sdk.clone())?;
     let store = AwsSecretStore::new(&sdk, &references);
     let loaded = started.elapsed();
     if !references.is_empty() {
         tracing::info!(references = ?references.describe(), refresh_s = references.refresh.as_secs(), "secrets by reference");
     }
-    let sqs = queue_var.map(|_| &clients.sqs);
-    let (resolved, ()) =
-        futures::future::join(references.resolve(&store), warm_up.run(&clients.ddb, sqs)).await;
+    let sqs = queue_var.map(|_| &clients.queue);
+    // Ingest's calls all go through the lean clients; the router's and the feeder's table calls
+    // still go through the SDK's, whose pool is warmed instead.
+    let table = match queue_var {
+        Some(_) => Table::Lean(&clients.dynamodb),
+        None => Table::Sdk(&clients.ddb),
+    };
+    let (resolved, ()) = futures::future::join(
+        references.resolve(&store),
+        Box::pin(warm_up.run(table, sqs)),
+    )
+    .await;
     let resolved = resolved.map_err(ConfigError::refused)?;
     tracing::debug!(
         sdk_us = loaded.as_micros() as u64,
@@ -125,17 +127,41 @@ async fn start<T>(
 
 /// The AWS clients a function is built with (made once at init, shared by every rebuild).
 pub struct Clients {
+    /// The hot path's DynamoDB and SQS calls (src/aws_json).
+    pub dynamodb: AwsJsonClient,
+    pub queue: AwsJsonClient,
+    /// The SDK's, for the calls off the hot path.
     pub ddb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     /// For clients only some configurations need (the warehouse's S3 or Firehose).
     pub sdk: aws_config::SdkConfig,
 }
 
+impl Clients {
+    /// Every client on `sdk`'s region, credentials, endpoints, timeouts and retries; the two
+    /// lean clients share one connection pool.
+    pub fn new(sdk: aws_config::SdkConfig) -> Result<Clients, ConfigError> {
+        let connect = sdk.timeout_config().and_then(|t| t.connect_timeout());
+        let http =
+            crate::aws_json::https::client(connect).map_err(|reason| ConfigError::Invalid {
+                var: "AWS_TLS_ROOTS",
+                reason,
+            })?;
+        Ok(Clients {
+            dynamodb: AwsJsonClient::new(&sdk, Service::DynamoDb, http.clone())?,
+            queue: AwsJsonClient::new(&sdk, Service::Sqs, http)?,
+            ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sdk,
+        })
+    }
+}
+
 /// The ingest Lambda, started.
 pub async fn start_ingest() -> Result<Started<IngestFunction>, ConfigError> {
     start(INGEST_PREFIX, Some("LEAD_QUEUE_URL"), |resolved, c| {
         let config = IngestConfig::read(&with_resolved(&process_env(), resolved))?;
-        Ok(ingest(config, &c.ddb, &c.sqs))
+        Ok(ingest(config, c))
     })
     .await
 }

@@ -313,10 +313,8 @@ async fn router_faults() -> Row {
 
     let dlq_ids: HashSet<String> = {
         let probe = Aws {
-            ddb: aws.ddb.clone(),
-            sqs: aws.sqs.clone(),
-            table: aws.table.clone(),
             queue_url: dlq.clone(),
+            ..aws.clone()
         };
         probe
             .drain(0, Duration::from_secs(1))

@@ -1,5 +1,8 @@
 //! The feeder Lambda: wiring only. Intake SQS queue -> Clay table webhooks.
 
+// The future of `main` (runtime, hyper, the functions) nests past the default layout depth.
+#![recursion_limit = "256"]
+
 use lambda_runtime::Error;
 
 #[tokio::main(flavor = "current_thread")]

@@ -1,5 +1,8 @@
 //! The ingest Lambda: wiring only.
 
+// The future of `main` (runtime, hyper, the functions) nests past the default layout depth.
+#![recursion_limit = "256"]
+
 use clayhook::ingest::lambda::handle_request;
 use lambda_http::{Error, service_fn};
 

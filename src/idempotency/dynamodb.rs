@@ -1,14 +1,12 @@
 //! `IdempotencyStore` on DynamoDB: one conditional put (with `ALL_OLD` on failure, so a duplicate
-//! costs no extra read), an update to `COMPLETED`, and a delete guarded by our lock token.
+//! costs no extra read), an update to `COMPLETED`, and a delete guarded by our lock token. Over
+//! the lean JSON client: these are ingest's hot path.
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
-use std::collections::HashMap;
+use serde_json::{Value, json};
 
 use super::{Begin, Claim, IdempotencyStore, Record, Status, StoreError};
-use crate::dynamo::{describe, n, s};
+use crate::aws_json::item::{CONDITION_FAILED, n, number, s, text};
+use crate::aws_json::{AwsJsonClient, CallError};
 use crate::lease::{Lease, lapsed};
 
 /// The claim on a callback while it is queued.
@@ -22,12 +20,12 @@ const BEGIN_CONDITION: &str = concat!("attribute_not_exists(#pk) OR #exp < :now 
 
 #[derive(Clone, Debug)]
 pub struct DynamoDbIdempotencyStore {
-    client: Client,
+    client: AwsJsonClient,
     table: String,
 }
 
 impl DynamoDbIdempotencyStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: AwsJsonClient, table: impl Into<String>) -> Self {
         DynamoDbIdempotencyStore {
             client,
             table: table.into(),
@@ -40,90 +38,71 @@ impl DynamoDbIdempotencyStore {
 
     /// The fallback when the failed condition did not return the item (older endpoints).
     async fn read(&self, pk: &str) -> Result<Option<Record>, StoreError> {
+        let body = json!({
+            "TableName": self.table,
+            "Key": { "pk": s(pk) },
+            "ConsistentRead": true,
+        });
         let out = self
             .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(pk.to_string()))
-            .consistent_read(true)
-            .send()
+            .call("GetItem", &body)
             .await
             .map_err(unavailable)?;
-        out.item.as_ref().map(record_from_item).transpose()
+        out.get("Item").map(record_from_item).transpose()
     }
 }
 
-fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> StoreError {
-    StoreError::Unavailable(describe(e))
+fn unavailable(e: CallError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
 }
 
 /// Reads a stored item back into a [`Record`].
-pub fn record_from_item(item: &HashMap<String, AttributeValue>) -> Result<Record, StoreError> {
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let num = |k: &str| {
-        item.get(k)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-    };
-    let status = text("status")
-        .as_deref()
+pub fn record_from_item(item: &Value) -> Result<Record, StoreError> {
+    let status = text(item, "status")
         .and_then(Status::parse)
         .ok_or(StoreError::Corrupt("status"))?;
     Ok(Record {
         status,
-        expires_at: num("expires_at").ok_or(StoreError::Corrupt("expires_at"))?,
-        in_progress_expires_at: num("in_progress_expires_at"),
-        message_id: text("message_id"),
-        body_hash: text("body_hash"),
+        expires_at: number(item, "expires_at").ok_or(StoreError::Corrupt("expires_at"))?,
+        in_progress_expires_at: number(item, LEASE.attribute),
+        message_id: text(item, "message_id").map(str::to_string),
+        body_hash: text(item, "body_hash").map(str::to_string),
     })
 }
 
 impl IdempotencyStore for DynamoDbIdempotencyStore {
     async fn begin(&self, claim: &Claim) -> Result<Begin, StoreError> {
         let pk = Self::pk(&claim.id);
-        let mut item = HashMap::from([
-            ("pk".to_string(), s(&pk)),
-            ("status".to_string(), s(LEASE.held)),
-            ("expires_at".to_string(), n(claim.expires_at)),
-            (LEASE.attribute.to_string(), n(claim.in_progress_expires_at)),
-        ]);
+        let mut item = json!({
+            "pk": s(&pk),
+            "status": s(LEASE.held),
+            "expires_at": n(claim.expires_at),
+            LEASE.attribute: n(claim.in_progress_expires_at),
+        });
         if let Some(h) = &claim.body_hash {
-            item.insert("body_hash".to_string(), s(h));
+            item["body_hash"] = s(h);
         }
-        let mut request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(BEGIN_CONDITION)
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_values(":now", n(claim.now_s()));
-        for (k, v) in LEASE.names() {
-            request = request.expression_attribute_names(k, v);
-        }
-        for (k, v) in LEASE.lapsed_values(claim.now_ms) {
-            request = request.expression_attribute_values(k, v);
-        }
-        let result = request
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
+        let mut values = vec![(":now", n(claim.now_s()))];
+        values.extend(LEASE.lapsed_json(claim.now_ms));
+        let (names, values) = LEASE.expression(&[("#pk", "pk"), ("#exp", "expires_at")], values);
+        let body = json!({
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": BEGIN_CONDITION,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        });
+        match self.client.call("PutItem", &body).await {
             Ok(_) => Ok(Begin::Claimed),
-            Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
-                PutItemError::ConditionalCheckFailedException(e) => {
-                    let held = match e.item() {
-                        Some(item) => Some(record_from_item(item)?),
-                        None => self.read(&pk).await?,
-                    };
-                    // Gone between the put and the read: the caller simply tries again.
-                    Ok(held.map_or(Begin::Contended, Begin::Held))
-                }
-                other => Err(StoreError::Unavailable(
-                    DisplayErrorContext(&other).to_string(),
-                )),
-            },
+            Err(e) if e.code() == Some(CONDITION_FAILED) => {
+                let held = match e.body().and_then(|b| b.get("Item")) {
+                    Some(item) => Some(record_from_item(item)?),
+                    None => self.read(&pk).await?,
+                };
+                // Gone between the put and the read: the caller simply tries again.
+                Ok(held.map_or(Begin::Contended, Begin::Held))
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -134,19 +113,24 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
         message_id: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let body = json!({
+            "TableName": self.table,
+            "Key": { "pk": s(&Self::pk(id)) },
+            "UpdateExpression": "SET #status = :done, #mid = :mid, #exp = :exp REMOVE #ipexp",
+            "ExpressionAttributeNames": {
+                "#status": "status",
+                "#mid": "message_id",
+                "#exp": "expires_at",
+                "#ipexp": LEASE.attribute,
+            },
+            "ExpressionAttributeValues": {
+                ":done": s(Status::Completed.as_str()),
+                ":mid": s(message_id),
+                ":exp": n(expires_at),
+            },
+        });
         self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&Self::pk(id)))
-            .update_expression("SET #status = :done, #mid = :mid, #exp = :exp REMOVE #ipexp")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#mid", "message_id")
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#ipexp", LEASE.attribute)
-            .expression_attribute_values(":done", s(Status::Completed.as_str()))
-            .expression_attribute_values(":mid", s(message_id))
-            .expression_attribute_values(":exp", n(expires_at))
-            .send()
+            .call("UpdateItem", &body)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -154,12 +138,11 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
 
     async fn abandon(&self, claim: &Claim) -> Result<(), StoreError> {
         LEASE
-            .give_up(
+            .give_up_json(
                 &self.client,
                 &self.table,
                 &Self::pk(&claim.id),
                 claim.in_progress_expires_at,
-                None,
             )
             .await
             .map(|_| ())
@@ -174,5 +157,18 @@ mod tests {
     #[test]
     fn the_lease_status_reads_back_as_in_progress() {
         assert_eq!(Status::parse(LEASE.held), Some(Status::InProgress));
+    }
+
+    #[test]
+    fn a_stored_item_reads_back_and_a_broken_one_is_corrupt() {
+        let item = json!({
+            "pk": s("ingest#x"), "status": s("COMPLETED"), "expires_at": n(9),
+            "message_id": s("m-1"), "body_hash": s("h"),
+        });
+        let r = record_from_item(&item).unwrap();
+        assert_eq!(r.status, Status::Completed);
+        assert_eq!((r.expires_at, r.message_id.as_deref()), (9, Some("m-1")));
+        assert!(record_from_item(&json!({ "status": s("SOMETHING") })).is_err());
+        assert!(record_from_item(&json!({ "status": s("COMPLETED") })).is_err());
     }
 }

@@ -110,12 +110,7 @@ async fn moto_clients(port: u16) -> Result<(String, crate::wiring::Clients), Loc
         .endpoint_url(&endpoint)
         .load()
         .await;
-    let clients = crate::wiring::Clients {
-        ddb: aws_sdk_dynamodb::Client::new(&sdk),
-        sqs: aws_sdk_sqs::Client::new(&sdk),
-        sdk,
-    };
-    Ok((endpoint, clients))
+    Ok((endpoint, crate::wiring::Clients::new(sdk)?))
 }
 
 async fn wait_for_port(port: u16) -> Result<(), LocalError> {
@@ -276,7 +271,7 @@ pub async fn run(opts: LocalOptions) -> Result<(), LocalError> {
         None => None,
     };
 
-    let ingest = Arc::new(crate::wiring::ingest(ingest_config, &ddb, &sqs));
+    let ingest = Arc::new(crate::wiring::ingest(ingest_config, &clients));
     // As in Lambda, but destinations that are not configured print what they would receive.
     let router = crate::wiring::router(router_config, &clients)?;
     let router = Router {

@@ -2,21 +2,22 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{
-    MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
-};
+use aws_sdk_sqs::types::MessageAttributeValue;
+
+use serde_json::json;
 
 use super::{DeadLetter, LeadQueue, OutgoingMessage, QueueError, Redelivery};
+use crate::aws_json::AwsJsonClient;
 
 #[derive(Clone, Debug)]
 pub struct SqsLeadQueue {
-    client: Client,
+    client: AwsJsonClient,
     url: String,
     fifo: bool,
 }
 
 impl SqsLeadQueue {
-    pub fn new(client: Client, url: impl Into<String>) -> Self {
+    pub fn new(client: AwsJsonClient, url: impl Into<String>) -> Self {
         let url = url.into();
         let fifo = url.ends_with(".fifo");
         SqsLeadQueue { client, url, fifo }
@@ -25,32 +26,23 @@ impl SqsLeadQueue {
 
 impl LeadQueue for SqsLeadQueue {
     async fn send(&self, message: &OutgoingMessage) -> Result<String, QueueError> {
-        let mut req = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(&message.body);
+        let mut body = json!({ "QueueUrl": self.url, "MessageBody": message.body });
         if let Some(trace) = &message.trace_header {
-            let attribute = MessageSystemAttributeValue::builder()
-                .data_type("String")
-                .string_value(trace)
-                .build()
-                .map_err(|e| QueueError(e.to_string()))?;
-            req = req.message_system_attributes(
-                MessageSystemAttributeNameForSends::AwsTraceHeader,
-                attribute,
-            );
+            body["MessageSystemAttributes"] =
+                json!({ "AWSTraceHeader": { "DataType": "String", "StringValue": trace } });
         }
         if self.fifo {
-            req = req
-                .message_group_id(&message.group)
-                .message_deduplication_id(&message.id);
+            body["MessageGroupId"] = json!(message.group);
+            body["MessageDeduplicationId"] = json!(message.id);
         }
-        let out = req
-            .send()
+        let out = self
+            .client
+            .call("SendMessage", &body)
             .await
-            .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
-        out.message_id
+            .map_err(|e| QueueError(e.to_string()))?;
+        out.get("MessageId")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
             .ok_or_else(|| QueueError("SQS accepted the message but returned no id".into()))
     }
 }

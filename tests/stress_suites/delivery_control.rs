@@ -401,10 +401,8 @@ pub async fn breaker_outage() -> Row {
 
 async fn aws_dlq_count(aws: &Aws, dlq: &str) -> usize {
     let probe = Aws {
-        ddb: aws.ddb.clone(),
-        sqs: aws.sqs.clone(),
-        table: aws.table.clone(),
         queue_url: dlq.to_string(),
+        ..aws.clone()
     };
     probe.drain(0, Duration::from_secs(1)).await.len()
 }

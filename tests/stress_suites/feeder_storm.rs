@@ -193,10 +193,8 @@ pub async fn feeder_storm(seed: u64) -> Row {
     let took = start.elapsed();
 
     let on = |url: &str| Aws {
-        ddb: aws.ddb.clone(),
-        sqs: aws.sqs.clone(),
-        table: aws.table.clone(),
         queue_url: url.to_string(),
+        ..aws.clone()
     };
     let keys = |messages: Vec<aws_sdk_sqs::types::Message>| -> Vec<String> {
         messages

@@ -90,6 +90,17 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// The functions' lean DynamoDB and SQS clients (src/aws_json) on `sdk`.
+pub fn lean_clients(
+    sdk: &aws_config::SdkConfig,
+) -> (
+    clayhook::aws_json::AwsJsonClient,
+    clayhook::aws_json::AwsJsonClient,
+) {
+    let c = clayhook::wiring::Clients::new(sdk.clone()).expect("clients");
+    (c.dynamodb, c.queue)
+}
+
 /// A loopback URL where nothing listens.
 pub fn dead_endpoint() -> String {
     format!("http://127.0.0.1:{}", free_port())
@@ -125,9 +136,13 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// A fresh table and queue on the shared moto server.
+#[derive(Clone)]
 pub struct Aws {
     pub ddb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// The lean clients the functions' hot path uses, on the same moto.
+    pub dynamodb: clayhook::aws_json::AwsJsonClient,
+    pub queue: clayhook::aws_json::AwsJsonClient,
     pub table: String,
     pub queue_url: String,
 }
@@ -142,6 +157,7 @@ impl Aws {
         let sdk = sdk_config(moto_url()).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let (dynamodb, queue) = lean_clients(&sdk);
         let table = unique("clayhook");
         create_table(&ddb, &table).await;
         let mut name = unique("leads");
@@ -160,6 +176,8 @@ impl Aws {
         Aws {
             ddb,
             sqs,
+            dynamodb,
+            queue,
             table,
             queue_url,
         }
