@@ -3,18 +3,17 @@
 //! attribute carries the holder's deadline (epoch ms), which is also the holder's token:
 //! - the lease lapses when the deadline passes (the holder's invocation is gone), and anyone may
 //!   claim the item again (`lapsed!`, in each claim's condition);
-//! - only the holder, naming the same deadline, may give it back: delete the item
-//!   ([`Lease::give_up`]) or return it to a settled status ([`Lease::hand_back`]). A lease taken
-//!   over since is left alone.
+//! - only the holder, naming the same deadline ([`OURS`]), may give it back: delete the item
+//!   ([`Lease::give_up`], ingest) or return it to a settled status (the ledger's release). A
+//!   lease taken over since is left alone.
 //!
 //! Conditions use the names `#status` and `#lease` and the values `:held`, `:now_ms` (lapsed) and
 //! `:lease` (ours); [`Lease::names`] and the `*_values` methods supply them.
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
 
-use crate::aws_json::{AwsJsonClient, item};
-use crate::dynamo::{n, s, written};
+use crate::aws_json::AwsJsonClient;
+use crate::aws_json::item::{self, n, s};
 use crate::table::PARTITION_KEY;
 
 /// Held, and the holder's deadline has passed: free to claim. A macro, so claim conditions can
@@ -27,12 +26,7 @@ macro_rules! lapsed {
 pub(crate) use lapsed;
 
 /// Still held by the holder whose deadline is `:lease`.
-macro_rules! ours {
-    () => {
-        "#status = :held AND #lease = :lease"
-    };
-}
-const OURS: &str = ours!();
+pub const OURS: &str = "#status = :held AND #lease = :lease";
 
 /// One kind of lease: the status that means held, and the attribute with the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,114 +41,41 @@ impl Lease {
     }
 
     /// Values for [`lapsed!`] at `now_ms`.
-    pub fn lapsed_values(&self, now_ms: i64) -> [(&'static str, AttributeValue); 2] {
+    pub fn lapsed_values(&self, now_ms: i64) -> [(&'static str, Value); 2] {
         [(":held", s(self.held)), (":now_ms", n(now_ms))]
     }
 
-    fn ours_values(&self, until_ms: i64) -> [(&'static str, AttributeValue); 2] {
+    /// Values for [`OURS`], the holder's deadline being `until_ms`.
+    pub fn ours_values(&self, until_ms: i64) -> [(&'static str, Value); 2] {
         [(":held", s(self.held)), (":lease", n(until_ms))]
-    }
-
-    /// [`Lease::lapsed_values`] for the JSON protocol.
-    pub fn lapsed_json(&self, now_ms: i64) -> [(&'static str, serde_json::Value); 2] {
-        [(":held", item::s(self.held)), (":now_ms", item::n(now_ms))]
     }
 
     /// The names and the values of `extra` and the lease's own, as a request's
     /// `ExpressionAttributeNames` and `ExpressionAttributeValues`.
-    pub fn expression(
-        &self,
-        names: &[(&str, &str)],
-        values: Vec<(&str, serde_json::Value)>,
-    ) -> (serde_json::Value, serde_json::Value) {
-        let names: serde_json::Map<String, serde_json::Value> = names
-            .iter()
-            .chain(self.names().iter())
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-            .collect();
-        let values: serde_json::Map<String, serde_json::Value> = values
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        (names.into(), values.into())
+    pub fn expression(&self, names: &[(&str, &str)], values: Vec<(&str, Value)>) -> (Value, Value) {
+        let mut all = names.to_vec();
+        all.extend(self.names());
+        (item::names(&all), item::values(values))
     }
 
-    /// [`Lease::give_up`] over the JSON protocol.
-    pub async fn give_up_json(
+    /// Deletes the item at `pk` while the lease ending at `until_ms` still holds it. `Ok(false)`
+    /// when it did not.
+    pub async fn give_up(
         &self,
         client: &AwsJsonClient,
         table: &str,
         pk: &str,
         until_ms: i64,
     ) -> Result<bool, String> {
-        let (names, values) = self.expression(
-            &[],
-            vec![(":held", item::s(self.held)), (":lease", item::n(until_ms))],
-        );
-        let body = serde_json::json!({
+        let (names, values) = self.expression(&[], self.ours_values(until_ms).into());
+        let body = json!({
             "TableName": table,
-            "Key": { PARTITION_KEY: item::s(pk) },
+            "Key": { PARTITION_KEY: s(pk) },
             "ConditionExpression": OURS,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         });
         item::written(client.call("DeleteItem", &body).await)
-    }
-
-    /// Deletes the item at `pk` while the lease ending at `until_ms` still holds it (and, with
-    /// `unless`, while it lacks that attribute). `Ok(false)` when it did not.
-    pub async fn give_up(
-        &self,
-        client: &Client,
-        table: &str,
-        pk: &str,
-        until_ms: i64,
-        unless: Option<&str>,
-    ) -> Result<bool, String> {
-        let mut request = client
-            .delete_item()
-            .table_name(table)
-            .key(PARTITION_KEY, s(pk))
-            .condition_expression(match unless {
-                Some(_) => concat!(ours!(), " AND attribute_not_exists(#unless)"),
-                None => OURS,
-            });
-        for (k, v) in self.names() {
-            request = request.expression_attribute_names(k, v);
-        }
-        for (k, v) in self.ours_values(until_ms) {
-            request = request.expression_attribute_values(k, v);
-        }
-        if let Some(attr) = unless {
-            request = request.expression_attribute_names("#unless", attr);
-        }
-        written(request.send().await)
-    }
-
-    /// Sets the item at `pk` back to `status` and drops the deadline, while the lease ending at
-    /// `until_ms` still holds it. `Ok(false)` when it did not.
-    pub async fn hand_back(
-        &self,
-        client: &Client,
-        table: &str,
-        pk: &str,
-        until_ms: i64,
-        status: &str,
-    ) -> Result<bool, String> {
-        let mut request = client
-            .update_item()
-            .table_name(table)
-            .key(PARTITION_KEY, s(pk))
-            .update_expression("SET #status = :settled REMOVE #lease")
-            .condition_expression(OURS)
-            .expression_attribute_values(":settled", s(status));
-        for (k, v) in self.names() {
-            request = request.expression_attribute_names(k, v);
-        }
-        for (k, v) in self.ours_values(until_ms) {
-            request = request.expression_attribute_values(k, v);
-        }
-        written(request.send().await)
     }
 }
 

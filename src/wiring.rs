@@ -43,7 +43,7 @@ pub fn ingest(config: IngestConfig, clients: &Clients) -> IngestFunction {
 /// The router on its ledger, with one HTTP client for every destination, and its queue (for
 /// retries over hours) when it knows it.
 pub fn router(config: RouterConfig, clients: &Clients) -> Result<RouterFunction, reqwest::Error> {
-    let (ddb, sqs) = (&clients.ddb, &clients.sqs);
+    let (ddb, sqs) = (&clients.dynamodb, &clients.sqs);
     Ok(Router {
         settings: config.settings,
         ledger: DynamoDbDeliveryLedger::new(ddb.clone(), config.table.clone()),
@@ -98,11 +98,11 @@ async fn start<T>(
         tracing::info!(references = ?references.describe(), refresh_s = references.refresh.as_secs(), "secrets by reference");
     }
     let sqs = queue_var.map(|_| &clients.queue);
-    // Ingest's calls all go through the lean clients; the router's and the feeder's table calls
-    // still go through the SDK's, whose pool is warmed instead.
-    let table = match queue_var {
-        Some(_) => Table::Lean(&clients.dynamodb),
-        None => Table::Sdk(&clients.ddb),
+    // Ingest's and the router's table calls go through the lean client; the feeder's still go
+    // through the SDK's, whose pool is warmed instead.
+    let table = match prefix {
+        FEED_PREFIX => Table::Sdk(&clients.ddb),
+        _ => Table::Lean(&clients.dynamodb),
     };
     let (resolved, ()) = futures::future::join(
         references.resolve(&store),

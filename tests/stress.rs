@@ -212,7 +212,7 @@ async fn router_faults() -> Row {
             control: Default::default(),
             archive_days: 0,
         },
-        ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
+        ledger: DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table),
         destinations: HttpDestinations::new(destinations, Duration::from_millis(500)).unwrap(),
         redelivery: clayhook::queue::NoRedelivery,
         control: clayhook::delivery::control::NoControl,

@@ -2,89 +2,68 @@
 //! with one conditional put per receive (a redelivery of the same version changes nothing), and
 //! read by `clayhook events` together with the lead's ledger items.
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 
 use super::{ArchivedEvent, DestinationRecord};
+use crate::aws_json::AwsJsonClient;
+use crate::aws_json::item::{items_of, list, n, number, s, text, written};
 use crate::delivery::names::DestinationName;
-use crate::dynamo::{describe, n, s, written};
-use crate::router::ledger::{LedgerItem, Outcome};
+use crate::router::ledger::{LedgerItem, Outcome, count};
 use crate::table::{ARCHIVE_INFIX, DELIVERY_PREFIX, archive_key, delivery_key};
 
-type Item = HashMap<String, AttributeValue>;
-
-fn text(item: &Item, k: &str) -> Option<String> {
-    item.get(k).and_then(|v| v.as_s().ok()).cloned()
-}
-
-fn number(item: &Item, k: &str) -> Option<i64> {
-    item.get(k)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-pub fn event_item(e: &ArchivedEvent) -> Item {
-    let mut item = HashMap::from([
-        ("pk".to_string(), s(&archive_key(&e.id))),
-        ("id".to_string(), s(&e.id)),
-        ("received_at".to_string(), s(&e.received_at)),
-        ("received_at_ms".to_string(), n(e.received_at_ms)),
-        ("version".to_string(), s(&e.version)),
-        (
-            "routed".to_string(),
-            AttributeValue::L(e.routed.iter().map(|d| s(d.as_str())).collect()),
-        ),
-        ("envelope_bytes".to_string(), n(e.envelope_bytes as i64)),
-        ("archived_at".to_string(), n(e.archived_at_ms)),
-        ("expires_at".to_string(), n(e.expires_at)),
-    ]);
+pub fn event_item(e: &ArchivedEvent) -> Value {
+    let mut item = json!({
+        "pk": s(&archive_key(&e.id)),
+        "id": s(&e.id),
+        "received_at": s(&e.received_at),
+        "received_at_ms": n(e.received_at_ms),
+        "version": s(&e.version),
+        "routed": list(e.routed.iter().map(|d| s(d.as_str())).collect()),
+        "envelope_bytes": n(e.envelope_bytes as i64),
+        "archived_at": n(e.archived_at_ms),
+        "expires_at": n(e.expires_at),
+    });
     if let Some(source) = &e.source {
-        item.insert("source".into(), s(source));
+        item["source"] = s(source);
     }
     if let Some(envelope) = &e.envelope {
-        item.insert("envelope".into(), s(envelope));
+        item["envelope"] = s(envelope);
     }
     if let Some(reason) = &e.dead_lettered {
-        item.insert("dead_lettered".into(), s(reason));
+        item["dead_lettered"] = s(reason);
     }
     item
 }
 
-pub fn event_of(item: &Item) -> Option<ArchivedEvent> {
+pub fn event_of(item: &Value) -> Option<ArchivedEvent> {
+    let text = |k: &str| text(item, k).map(str::to_string);
     Some(ArchivedEvent {
-        id: text(item, "id")?,
-        source: text(item, "source"),
-        received_at: text(item, "received_at").unwrap_or_default(),
+        id: text("id")?,
+        source: text("source"),
+        received_at: text("received_at").unwrap_or_default(),
         received_at_ms: number(item, "received_at_ms").unwrap_or(0),
-        version: text(item, "version").unwrap_or_default(),
-        routed: item
-            .get("routed")
-            .and_then(|v| v.as_l().ok())
-            .map(|l| {
-                l.iter()
-                    .filter_map(|d| DestinationName::parse(d.as_s().ok()?))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        envelope: text(item, "envelope"),
+        version: text("version").unwrap_or_default(),
+        routed: items_of(item, "routed")
+            .iter()
+            .filter_map(|d| DestinationName::parse(d.get("S")?.as_str()?))
+            .collect(),
+        envelope: text("envelope"),
         envelope_bytes: number(item, "envelope_bytes").unwrap_or(0).max(0) as usize,
         archived_at_ms: number(item, "archived_at").unwrap_or(0),
-        dead_lettered: text(item, "dead_lettered"),
+        dead_lettered: text("dead_lettered"),
         expires_at: number(item, "expires_at").unwrap_or(0),
     })
 }
 
-pub fn record_of(item: &Item) -> DestinationRecord {
-    let count = |k| number(item, k).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
+pub fn record_of(item: &Value) -> DestinationRecord {
     DestinationRecord {
         ledger: LedgerItem::from_item(item),
-        tries: count("tries"),
-        history: item
-            .get("history")
-            .and_then(|v| v.as_l().ok())
-            .map(|l| l.iter().filter_map(Outcome::from_attribute).collect())
-            .unwrap_or_default(),
+        tries: count(item, "tries", 0),
+        history: items_of(item, "history")
+            .iter()
+            .filter_map(Outcome::from_attribute)
+            .collect(),
     }
 }
 
@@ -101,12 +80,12 @@ pub type EventWithRecords = (ArchivedEvent, Vec<(DestinationName, DestinationRec
 
 #[derive(Clone, Debug)]
 pub struct EventArchive {
-    client: Client,
+    client: AwsJsonClient,
     table: String,
 }
 
 impl EventArchive {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: AwsJsonClient, table: impl Into<String>) -> Self {
         EventArchive {
             client,
             table: table.into(),
@@ -115,70 +94,72 @@ impl EventArchive {
 
     /// Keeps `e` unless this version is archived already.
     pub async fn put(&self, e: &ArchivedEvent) -> Result<(), String> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(event_item(e)))
-            .condition_expression("attribute_not_exists(#pk) OR #v <> :v")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#v", "version")
-            .expression_attribute_values(":v", s(&e.version))
-            .send()
-            .await;
-        written(result).map(|_| ())
+        let body = json!({
+            "TableName": self.table,
+            "Item": event_item(e),
+            "ConditionExpression": "attribute_not_exists(#pk) OR #v <> :v",
+            "ExpressionAttributeNames": { "#pk": "pk", "#v": "version" },
+            "ExpressionAttributeValues": { ":v": s(&e.version) },
+        });
+        written(self.client.call("PutItem", &body).await).map(|_| ())
     }
 
     /// Notes why the router sent the lead to the dead-letter queue.
     pub async fn dead_lettered(&self, id: &str, reason: &str, at_ms: i64) -> Result<(), String> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&archive_key(id)))
-            .update_expression("SET #d = :reason, #at = :at")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#d", "dead_lettered")
-            .expression_attribute_names("#at", "dead_lettered_at")
-            .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":at", n(at_ms))
-            .send()
-            .await;
-        written(result).map(|_| ())
+        let body = json!({
+            "TableName": self.table,
+            "Key": { "pk": s(&archive_key(id)) },
+            "UpdateExpression": "SET #d = :reason, #at = :at",
+            "ConditionExpression": "attribute_exists(#pk)",
+            "ExpressionAttributeNames": {
+                "#pk": "pk",
+                "#d": "dead_lettered",
+                "#at": "dead_lettered_at",
+            },
+            "ExpressionAttributeValues": { ":reason": s(reason), ":at": n(at_ms) },
+        });
+        written(self.client.call("UpdateItem", &body).await).map(|_| ())
     }
 
     /// One event and its destinations' records (one read of up to six items).
     pub async fn get(&self, id: &str) -> Result<Option<EventWithRecords>, String> {
         let mut keys = vec![archive_key(id)];
         keys.extend(DestinationName::ALL.iter().map(|d| delivery_key(id, *d)));
-        let mut request = KeysAndAttributes::builder().consistent_read(true);
-        for k in &keys {
-            request = request.keys(HashMap::from([("pk".to_string(), s(k))]));
-        }
-        let request = request.build().map_err(|e| e.to_string())?;
-        let mut items: Vec<Item> = Vec::new();
-        let mut pending = HashMap::from([(self.table.clone(), request)]);
+        let keys: Vec<Value> = keys.iter().map(|k| json!({ "pk": s(k) })).collect();
+        let mut pending = serde_json::Map::new();
+        pending.insert(
+            self.table.clone(),
+            json!({ "Keys": keys, "ConsistentRead": true }),
+        );
+        let mut pending = Value::Object(pending);
+        let mut items: Vec<Value> = Vec::new();
         // Unprocessed keys (throttling) are asked again, a few times.
         for _ in 0..5 {
-            let out = self
+            let body = json!({ "RequestItems": pending });
+            let mut out = self
                 .client
-                .batch_get_item()
-                .set_request_items(Some(pending))
-                .send()
+                .call("BatchGetItem", &body)
                 .await
-                .map_err(describe)?;
-            if let Some(mut r) = out.responses {
-                items.extend(r.remove(&self.table).unwrap_or_default());
+                .map_err(|e| e.to_string())?;
+            if let Some(Value::Array(got)) = out
+                .get_mut("Responses")
+                .and_then(|r| r.get_mut(&self.table))
+                .map(Value::take)
+            {
+                items.extend(got);
             }
-            match out.unprocessed_keys.filter(|u| !u.is_empty()) {
+            match out
+                .get_mut("UnprocessedKeys")
+                .map(Value::take)
+                .filter(|u| u.as_object().is_some_and(|u| !u.is_empty()))
+            {
                 Some(u) => pending = u,
                 None => break,
             }
         }
         let Some(event) = items
             .iter()
-            .find(|i| text(i, "pk").as_deref() == Some(&archive_key(id)))
+            .find(|i| text(i, "pk") == Some(archive_key(id).as_str()))
             .and_then(event_of)
         else {
             return Ok(None);
@@ -186,8 +167,7 @@ impl EventArchive {
         let records = items
             .iter()
             .filter_map(|i| {
-                let pk = text(i, "pk")?;
-                let (_, d) = ledger_key_parts(&pk)?;
+                let (_, d) = ledger_key_parts(text(i, "pk")?)?;
                 Some((d, record_of(i)))
             })
             .collect();
@@ -204,39 +184,44 @@ impl EventArchive {
         let mut events: Vec<ArchivedEvent> = Vec::new();
         let mut records: HashMap<String, Vec<(DestinationName, DestinationRecord)>> =
             HashMap::new();
-        let mut start: Option<Item> = None;
+        let archived = format!("{DELIVERY_PREFIX}{ARCHIVE_INFIX}");
+        let mut body = json!({
+            "TableName": self.table,
+            "FilterExpression": "begins_with(#pk, :prefix)",
+            "ExpressionAttributeNames": { "#pk": "pk" },
+            "ExpressionAttributeValues": { ":prefix": s(DELIVERY_PREFIX) },
+        });
         loop {
-            let out = self
+            let mut out = self
                 .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(#pk, :prefix)")
-                .expression_attribute_names("#pk", "pk")
-                .expression_attribute_values(":prefix", s(DELIVERY_PREFIX))
-                .set_exclusive_start_key(start.take())
-                .send()
+                .call("Scan", &body)
                 .await
-                .map_err(describe)?;
-            for item in out.items.unwrap_or_default() {
-                let Some(pk) = text(&item, "pk") else {
+                .map_err(|e| e.to_string())?;
+            let page = out.get("Items").and_then(Value::as_array);
+            for item in page.into_iter().flatten() {
+                let Some(pk) = text(item, "pk") else {
                     continue;
                 };
-                if pk.starts_with(&format!("{DELIVERY_PREFIX}{ARCHIVE_INFIX}")) {
-                    if let Some(e) = event_of(&item).filter(|e| {
+                if pk.starts_with(&archived) {
+                    if let Some(e) = event_of(item).filter(|e| {
                         e.received_at_ms >= since_ms
                             && source.is_none_or(|s| e.source.as_deref() == Some(s))
                     }) {
                         events.push(e);
                     }
-                } else if let Some((id, d)) = ledger_key_parts(&pk) {
+                } else if let Some((id, d)) = ledger_key_parts(pk) {
                     records
                         .entry(id.to_string())
                         .or_default()
-                        .push((d, record_of(&item)));
+                        .push((d, record_of(item)));
                 }
             }
-            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) => start = Some(k),
+            match out
+                .get_mut("LastEvaluatedKey")
+                .map(Value::take)
+                .filter(|k| k.as_object().is_some_and(|k| !k.is_empty()))
+            {
+                Some(k) => body["ExclusiveStartKey"] = k,
                 None => break,
             }
         }

@@ -411,17 +411,19 @@ async fn push(a: PushArgs) -> ExitCode {
     }
 }
 
+/// The same AWS clients the functions use.
+async fn clients() -> Result<clayhook::wiring::Clients, String> {
+    clayhook::wiring::Clients::new(clayhook::aws::sdk_config().await).map_err(|e| e.to_string())
+}
+
 async fn dlq(dlq_url: String, table: String, action: DlqAction) -> Result<(), String> {
     use clayhook::dlq::{DeadLetters, MAX_MESSAGES, RedriveOutcome};
     let rules = clayhook::router::config::routing_rules(&clayhook::config::process_env())
         .map_err(|e| e.to_string())?;
-    let sdk = clayhook::aws::sdk_config().await;
+    let clients = clients().await?;
     let dead = DeadLetters {
-        sqs: aws_sdk_sqs::Client::new(&sdk),
-        ledger: clayhook::router::ledger::DynamoDbDeliveryLedger::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            table,
-        ),
+        sqs: clients.sqs,
+        ledger: clayhook::router::ledger::DynamoDbDeliveryLedger::new(clients.dynamodb, table),
         dlq_url,
         rules,
     };
@@ -506,10 +508,10 @@ async fn dlq(dlq_url: String, table: String, action: DlqAction) -> Result<(), St
 async fn events(table: String, action: EventsAction) -> Result<(), String> {
     use clayhook::archive::cli::{Events, ReplayOutcome, detail, line, parse_since};
     use clayhook::archive::{Status, dynamodb::EventArchive};
-    let sdk = clayhook::aws::sdk_config().await;
+    let clients = clients().await?;
     let events = Events {
-        archive: EventArchive::new(aws_sdk_dynamodb::Client::new(&sdk), table),
-        sqs: aws_sdk_sqs::Client::new(&sdk),
+        archive: EventArchive::new(clients.dynamodb, table),
+        sqs: clients.sqs,
     };
     let now = clayhook::clock::epoch_ms(std::time::SystemTime::now());
     match action {

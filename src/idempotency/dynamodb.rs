@@ -83,7 +83,7 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
             item["body_hash"] = s(h);
         }
         let mut values = vec![(":now", n(claim.now_s()))];
-        values.extend(LEASE.lapsed_json(claim.now_ms));
+        values.extend(LEASE.lapsed_values(claim.now_ms));
         let (names, values) = LEASE.expression(&[("#pk", "pk"), ("#exp", "expires_at")], values);
         let body = json!({
             "TableName": self.table,
@@ -138,7 +138,7 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
 
     async fn abandon(&self, claim: &Claim) -> Result<(), StoreError> {
         LEASE
-            .give_up_json(
+            .give_up(
                 &self.client,
                 &self.table,
                 &Self::pk(&claim.id),

@@ -7,18 +7,15 @@
 //! `lock_until`), so a later version (a row Clay re-enriched) is delivered again, an older one
 //! never replaces it, and a claim that fails or dies never erases what was delivered before.
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use std::collections::HashMap;
+use serde_json::{Value, json};
 use std::future::Future;
 
 use super::rules::DestinationName;
 use crate::archive::ArchivedEvent;
 use crate::archive::dynamodb::EventArchive;
-use crate::dynamo::{describe, n, s};
-use crate::lease::{Lease, lapsed};
+use crate::aws_json::item::{CONDITION_FAILED, list, n, number, s, text, written};
+use crate::aws_json::{AwsJsonClient, CallError};
+use crate::lease::{Lease, OURS, lapsed};
 
 pub const DELIVERING: &str = "DELIVERING";
 pub const DELIVERED: &str = "DELIVERED";
@@ -88,48 +85,48 @@ pub struct Outcome {
     pub what: String,
 }
 
+/// A count kept as a number attribute, read back as a `u32` (missing: `default`).
+pub fn count(item: &Value, k: &str, default: u32) -> u32 {
+    number(item, k).map_or(default, |v| v.clamp(0, i64::from(u32::MAX)) as u32)
+}
+
 impl Outcome {
-    fn attribute(&self) -> AttributeValue {
-        AttributeValue::M(HashMap::from([
-            ("at".to_string(), n(self.at_ms)),
-            ("tries".to_string(), n(i64::from(self.tries))),
-            ("class".to_string(), s(self.class)),
-            ("what".to_string(), s(&self.what)),
-        ]))
+    fn attribute(&self) -> Value {
+        json!({ "M": {
+            "at": n(self.at_ms),
+            "tries": n(i64::from(self.tries)),
+            "class": s(self.class),
+            "what": s(&self.what),
+        }})
     }
 
     /// An entry of an item's `history`, as written by [`Outcome::attribute`].
-    pub fn from_attribute(v: &AttributeValue) -> Option<Outcome> {
-        let m = v.as_m().ok()?;
-        let num = |k: &str| m.get(k)?.as_n().ok()?.parse::<i64>().ok();
-        let class = match m.get("class")?.as_s().ok()?.as_str() {
+    pub fn from_attribute(v: &Value) -> Option<Outcome> {
+        let m = v.get("M")?;
+        let class = match text(m, "class")? {
             "delivered" => "delivered",
             "permanent" => "permanent",
             _ => "transient",
         };
         Some(Outcome {
-            at_ms: num("at")?,
-            tries: num("tries").unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32,
+            at_ms: number(m, "at")?,
+            tries: count(m, "tries", 1),
             class,
-            what: m.get("what")?.as_s().ok()?.clone(),
+            what: text(m, "what")?.to_string(),
         })
     }
 }
 
 impl LedgerItem {
-    pub fn from_item(item: &HashMap<String, AttributeValue>) -> LedgerItem {
-        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let num = |k: &str| {
-            item.get(k)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-        };
+    /// A ledger item as the JSON protocol returns it.
+    pub fn from_item(item: &Value) -> LedgerItem {
+        let text = |k: &str| text(item, k).map(str::to_string);
         LedgerItem {
             status: text("status"),
             delivered_version: text("delivered_version"),
-            delivered_received_at_ms: num("delivered_received_at_ms"),
-            delivered_at: num("delivered_at"),
-            failures: num("failures").unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+            delivered_received_at_ms: number(item, "delivered_received_at_ms"),
+            delivered_at: number(item, "delivered_at"),
+            failures: count(item, "failures", 0),
             failed_version: text("failed_version"),
         }
     }
@@ -207,13 +204,13 @@ pub trait DeliveryLedger: Send + Sync {
 
 #[derive(Clone, Debug)]
 pub struct DynamoDbDeliveryLedger {
-    client: Client,
+    client: AwsJsonClient,
     table: String,
     archive: EventArchive,
 }
 
 impl DynamoDbDeliveryLedger {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: AwsJsonClient, table: impl Into<String>) -> Self {
         let table = table.into();
         DynamoDbDeliveryLedger {
             archive: EventArchive::new(client.clone(), table.clone()),
@@ -225,10 +222,21 @@ impl DynamoDbDeliveryLedger {
     pub fn pk(id: &str, destination: DestinationName) -> String {
         crate::table::delivery_key(id, destination)
     }
+
+    /// An `UpdateItem` of the claim's item.
+    fn update(&self, c: &DeliveryClaim, expression: &str, names: Value, values: Value) -> Value {
+        json!({
+            "TableName": self.table,
+            "Key": { "pk": s(&Self::pk(&c.id, c.destination)) },
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        })
+    }
 }
 
-fn err<E: std::error::Error + 'static>(e: SdkError<E>) -> LedgerError {
-    LedgerError(describe(e))
+fn unavailable(e: CallError) -> LedgerError {
+    LedgerError(e.to_string())
 }
 
 /// Nothing delivered yet covers the claimed version: the negation of [`LedgerItem::covers`].
@@ -262,88 +270,91 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
     }
 
     async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&Self::pk(&c.id, c.destination)))
-            .update_expression("SET #status = :held, #lease = :until, #exp = :exp")
-            .condition_expression(CLAIM_CONDITION)
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#exp", "expires_at")
-            .expression_attribute_names("#dv", "delivered_version")
-            .expression_attribute_names("#dr", "delivered_received_at_ms")
-            .expression_attribute_names("#dat", "delivered_at")
-            .expression_attribute_values(":delivered", s(DELIVERED))
-            .expression_attribute_values(":released", s(RELEASED))
-            .expression_attribute_values(":until", n(c.lock_until_ms))
-            .expression_attribute_values(":exp", n(c.expires_at))
-            .expression_attribute_values(":version", s(&c.version))
-            .expression_attribute_values(":received", n(c.received_at_ms));
-        for (k, v) in LEASE.names() {
-            request = request.expression_attribute_names(k, v);
-        }
-        for (k, v) in LEASE.lapsed_values(c.now_ms) {
-            request = request.expression_attribute_values(k, v);
-        }
-        let result = request
-            .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
+        let mut values = vec![
+            (":delivered", s(DELIVERED)),
+            (":released", s(RELEASED)),
+            (":until", n(c.lock_until_ms)),
+            (":exp", n(c.expires_at)),
+            (":version", s(&c.version)),
+            (":received", n(c.received_at_ms)),
+        ];
+        values.extend(LEASE.lapsed_values(c.now_ms));
+        let (names, values) = LEASE.expression(
+            &[
+                ("#pk", "pk"),
+                ("#exp", "expires_at"),
+                ("#dv", "delivered_version"),
+                ("#dr", "delivered_received_at_ms"),
+                ("#dat", "delivered_at"),
+            ],
+            values,
+        );
+        let mut body = self.update(
+            c,
+            "SET #status = :held, #lease = :until, #exp = :exp",
+            names,
+            values,
+        );
+        body["ConditionExpression"] = CLAIM_CONDITION.into();
+        body["ReturnValues"] = "ALL_OLD".into();
+        body["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD".into();
+        match self.client.call("UpdateItem", &body).await {
             Ok(out) => Ok(ClaimOutcome::Claimed {
                 failures: out
-                    .attributes
-                    .as_ref()
+                    .get("Attributes")
                     .map(LedgerItem::from_item)
                     .unwrap_or_default()
                     .failures_of(&c.version),
             }),
-            Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
-                UpdateItemError::ConditionalCheckFailedException(e) => {
-                    let held = e.item().map(LedgerItem::from_item).unwrap_or_default();
-                    Ok(if held.covers(&c.version, c.received_at_ms) {
-                        ClaimOutcome::AlreadyDelivered
-                    } else {
-                        ClaimOutcome::Busy
-                    })
-                }
-                other => Err(LedgerError(DisplayErrorContext(&other).to_string())),
-            },
-            Err(e) => Err(err(e)),
+            Err(e) if e.code() == Some(CONDITION_FAILED) => {
+                let held = e
+                    .body()
+                    .and_then(|b| b.get("Item"))
+                    .map(LedgerItem::from_item)
+                    .unwrap_or_default();
+                Ok(if held.covers(&c.version, c.received_at_ms) {
+                    ClaimOutcome::AlreadyDelivered
+                } else {
+                    ClaimOutcome::Busy
+                })
+            }
+            Err(e) => Err(unavailable(e)),
         }
     }
 
     async fn delivered(&self, c: &DeliveryClaim, outcome: &Outcome) -> Result<(), LedgerError> {
+        let names = json!({
+            "#status": "status",
+            "#at": "delivered_at",
+            "#dv": "delivered_version",
+            "#dr": "delivered_received_at_ms",
+            "#lock": LEASE.attribute,
+            "#failures": "failures",
+            "#history": "history",
+            "#tries": "tries",
+        });
+        let values = json!({
+            ":delivered": s(DELIVERED),
+            ":now": n(c.now_ms),
+            ":version": s(&c.version),
+            ":received": n(c.received_at_ms),
+            ":zero": n(0),
+            ":empty": list(Vec::new()),
+            ":entry": list(vec![outcome.attribute()]),
+            ":tries": n(i64::from(outcome.tries)),
+        });
+        let body = self.update(
+            c,
+            "SET #status = :delivered, #at = :now, #dv = :version, #dr = :received, \
+             #failures = :zero, #history = list_append(if_not_exists(#history, :empty), :entry) \
+             ADD #tries :tries REMOVE #lock",
+            names,
+            values,
+        );
         self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&Self::pk(&c.id, c.destination)))
-            .update_expression(
-                "SET #status = :delivered, #at = :now, #dv = :version, #dr = :received, \
-                 #failures = :zero, #history = list_append(if_not_exists(#history, :empty), :entry) \
-                 ADD #tries :tries REMOVE #lock",
-            )
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#at", "delivered_at")
-            .expression_attribute_names("#dv", "delivered_version")
-            .expression_attribute_names("#dr", "delivered_received_at_ms")
-            .expression_attribute_names("#lock", LEASE.attribute)
-            .expression_attribute_names("#failures", "failures")
-            .expression_attribute_names("#history", "history")
-            .expression_attribute_names("#tries", "tries")
-            .expression_attribute_values(":delivered", s(DELIVERED))
-            .expression_attribute_values(":now", n(c.now_ms))
-            .expression_attribute_values(":version", s(&c.version))
-            .expression_attribute_values(":received", n(c.received_at_ms))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":entry", AttributeValue::L(vec![outcome.attribute()]))
-            .expression_attribute_values(":tries", n(i64::from(outcome.tries)))
-            .send()
+            .call("UpdateItem", &body)
             .await
-            .map_err(err)?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -354,18 +365,19 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
         version: &str,
         received_at_ms: i64,
     ) -> Result<bool, LedgerError> {
+        let body = json!({
+            "TableName": self.table,
+            "Key": { "pk": s(&Self::pk(id, destination)) },
+            "ConsistentRead": true,
+        });
         let out = self
             .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(&Self::pk(id, destination)))
-            .consistent_read(true)
-            .send()
+            .call("GetItem", &body)
             .await
-            .map_err(err)?;
+            .map_err(unavailable)?;
         Ok(out
-            .item
-            .is_some_and(|i| LedgerItem::from_item(&i).covers(version, received_at_ms)))
+            .get("Item")
+            .is_some_and(|i| LedgerItem::from_item(i).covers(version, received_at_ms)))
     }
 
     async fn release(
@@ -378,47 +390,35 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
         // item stays: it counts the failures that set the retry schedule's step, and keeps the
         // history `clayhook events show` prints.
         let mut set = String::from("SET #status = :released, #last = :now");
-        let history = failures.is_some_and(|f| f <= MAX_HISTORY);
-        if failures.is_some() {
-            set.push_str(", #failures = :failures, #fv = :version");
-        }
-        if history {
-            set.push_str(", #history = list_append(if_not_exists(#history, :empty), :entry)");
-        }
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&Self::pk(&c.id, c.destination)))
-            .update_expression(format!("{set} ADD #tries :tries REMOVE #lease"))
-            .condition_expression("#status = :held AND #lease = :lease")
-            .expression_attribute_names("#last", "last_try_at")
-            .expression_attribute_names("#tries", "tries")
-            .expression_attribute_values(":released", s(RELEASED))
-            .expression_attribute_values(":now", n(outcome.at_ms))
-            .expression_attribute_values(":tries", n(i64::from(outcome.tries)))
-            .expression_attribute_values(":held", s(DELIVERING))
-            .expression_attribute_values(":lease", n(c.lock_until_ms));
-        for (k, v) in LEASE.names() {
-            request = request.expression_attribute_names(k, v);
-        }
+        let mut names = vec![("#last", "last_try_at"), ("#tries", "tries")];
+        let mut values = vec![
+            (":released", s(RELEASED)),
+            (":now", n(outcome.at_ms)),
+            (":tries", n(i64::from(outcome.tries))),
+        ];
+        values.extend(LEASE.ours_values(c.lock_until_ms));
         if let Some(f) = failures {
-            request = request
-                .expression_attribute_names("#failures", "failures")
-                .expression_attribute_names("#fv", "failed_version")
-                .expression_attribute_values(":failures", n(i64::from(f)))
-                .expression_attribute_values(":version", s(&c.version));
+            set.push_str(", #failures = :failures, #fv = :version");
+            names.extend([("#failures", "failures"), ("#fv", "failed_version")]);
+            values.extend([(":failures", n(i64::from(f))), (":version", s(&c.version))]);
         }
-        if history {
-            request = request
-                .expression_attribute_names("#history", "history")
-                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-                .expression_attribute_values(
-                    ":entry",
-                    AttributeValue::L(vec![outcome.attribute()]),
-                );
+        if failures.is_some_and(|f| f <= MAX_HISTORY) {
+            set.push_str(", #history = list_append(if_not_exists(#history, :empty), :entry)");
+            names.push(("#history", "history"));
+            values.extend([
+                (":empty", list(Vec::new())),
+                (":entry", list(vec![outcome.attribute()])),
+            ]);
         }
-        crate::dynamo::written(request.send().await).map_err(LedgerError)?;
+        let (names, values) = LEASE.expression(&names, values);
+        let mut body = self.update(
+            c,
+            &format!("{set} ADD #tries :tries REMOVE #lease"),
+            names,
+            values,
+        );
+        body["ConditionExpression"] = OURS.into();
+        written(self.client.call("UpdateItem", &body).await).map_err(LedgerError)?;
         Ok(())
     }
 }

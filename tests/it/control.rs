@@ -31,8 +31,8 @@ async fn read(c: &DynamoDbDeliveryControl, d: DestinationName) -> ControlState {
 #[tokio::test]
 async fn the_breaker_opens_once_probes_once_and_closes() {
     let aws = Aws::fresh().await;
-    let a = DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table);
-    let b = DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table);
+    let a = DynamoDbDeliveryControl::new(aws.dynamodb.clone(), &aws.table);
+    let b = DynamoDbDeliveryControl::new(aws.dynamodb.clone(), &aws.table);
     let now = now_ms();
     assert_eq!(read(&a, Slack).await, ControlState::default());
     assert!(!a.failed(Slack, &POLICY, now).await.unwrap().1);
@@ -88,7 +88,7 @@ async fn the_breaker_opens_once_probes_once_and_closes() {
 #[tokio::test]
 async fn a_pause_only_grows() {
     let aws = Aws::fresh().await;
-    let c = DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table);
+    let c = DynamoDbDeliveryControl::new(aws.dynamodb.clone(), &aws.table);
     let now = now_ms();
     assert_eq!(
         c.pause(Crm, now + 10_000).await.unwrap().paused_until_ms,
@@ -122,8 +122,14 @@ async fn concurrent_bookings_keep_to_the_rate() {
         sends
     };
     let (x, y) = tokio::join!(
-        book(DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table)),
-        book(DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table))
+        book(DynamoDbDeliveryControl::new(
+            aws.dynamodb.clone(),
+            &aws.table
+        )),
+        book(DynamoDbDeliveryControl::new(
+            aws.dynamodb.clone(),
+            &aws.table
+        ))
     );
     let mut sends: Vec<i64> = x.into_iter().chain(y).collect();
     sends.sort();
@@ -134,7 +140,7 @@ async fn concurrent_bookings_keep_to_the_rate() {
     assert_eq!(sends, expected);
     // The next slot is 3.9 s off: with at most 1 s of waiting, nothing is booked.
     assert_eq!(
-        DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table)
+        DynamoDbDeliveryControl::new(aws.dynamodb.clone(), &aws.table)
             .book(Nurture, &limit, now, 1_000)
             .await
             .unwrap(),
@@ -149,8 +155,8 @@ async fn bookings_follow_the_algorithm_through_quiet_and_busy_spells() {
     // One instance's remembered arrival time picks the write it tries first; right or wrong,
     // every booking is the one the pure algorithm gives.
     let aws = Aws::fresh().await;
-    let c = DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table);
-    let other = DynamoDbDeliveryControl::new(aws.ddb.clone(), &aws.table);
+    let c = DynamoDbDeliveryControl::new(aws.dynamodb.clone(), &aws.table);
+    let other = DynamoDbDeliveryControl::new(aws.dynamodb.clone(), &aws.table);
     let limit = RateLimit {
         count: 1,
         per: Duration::from_secs(1),

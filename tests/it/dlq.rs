@@ -92,7 +92,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
     send(&aws, &dlq, &a.to_json()).await;
     send(&aws, &dlq, &b.to_json()).await;
     send(&aws, &dlq, "{not an envelope").await;
-    let ledger = DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table);
+    let ledger = DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -316,7 +316,7 @@ async fn failing_leads_wait_out_the_schedule_then_reach_the_dlq_with_a_reason() 
             control: Default::default(),
             archive_days: 0,
         },
-        ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
+        ledger: DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table),
         destinations: HttpDestinations::new(
             DestinationSettings {
                 crm: Some(Crm::Webhook(Webhook::new(url("crm"), None))),

@@ -76,7 +76,7 @@ fn router(aws: &Aws, server: &MockServer) -> R {
             control: Default::default(),
             archive_days: 30,
         },
-        ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
+        ledger: DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table),
         destinations: HttpDestinations::new(
             DestinationSettings {
                 crm: None,

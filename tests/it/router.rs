@@ -44,7 +44,7 @@ fn settings() -> RouterSettings {
 fn router(aws: &Aws, d: DestinationSettings) -> R {
     Router {
         settings: settings(),
-        ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
+        ledger: DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table),
         destinations: HttpDestinations::new(d, Duration::from_millis(500)).unwrap(),
         redelivery: clayhook::queue::NoRedelivery,
         control: clayhook::delivery::control::NoControl,
@@ -711,7 +711,7 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
     use clayhook::router::ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
     use clayhook::router::rules::DestinationName;
     let aws = Aws::fresh().await;
-    let ledger = DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table);
+    let ledger = DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -839,7 +839,10 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
     assert_eq!(item["tries"].as_n().unwrap(), "4");
     let history = item["history"].as_l().unwrap();
     assert_eq!(history.len(), 1, "a held try adds no history");
-    let entry = clayhook::router::ledger::Outcome::from_attribute(&history[0]).unwrap();
+    let entry = clayhook::router::ledger::Outcome::from_attribute(&crate::support::json_attribute(
+        &history[0],
+    ))
+    .unwrap();
     assert_eq!(
         (entry.class, entry.what.as_str()),
         ("transient", "timeout error")

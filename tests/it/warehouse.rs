@@ -48,7 +48,7 @@ async fn router(
             control: Default::default(),
             archive_days: 0,
         },
-        ledger: DynamoDbDeliveryLedger::new(aws.ddb.clone(), &aws.table),
+        ledger: DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table),
         destinations: HttpDestinations::new(
             DestinationSettings {
                 nurture: hook("nurture"),

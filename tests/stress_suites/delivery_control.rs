@@ -11,7 +11,7 @@
 //!    `clayhook events replay --since` (twice): each reaches the new destination once, and the
 //!    old one not again.
 
-use super::support::{Aws, unique};
+use super::support::{Aws, json_attribute, unique};
 use super::{Row, queue_with_dlq};
 use clayhook::delivery::control::config::ControlSettings;
 use clayhook::delivery::control::dynamodb::DynamoDbDeliveryControl;
@@ -163,11 +163,11 @@ pub fn router(s: &Setup<'_>) -> ControlledRouter {
             control: s.control.clone(),
             archive_days: 30,
         },
-        ledger: DynamoDbDeliveryLedger::new(s.aws.ddb.clone(), &s.aws.table),
+        ledger: DynamoDbDeliveryLedger::new(s.aws.dynamodb.clone(), &s.aws.table),
         destinations: HttpDestinations::new(s.destinations.clone(), Duration::from_millis(500))
             .unwrap(),
         redelivery: SqsRedelivery::new(s.aws.sqs.clone(), s.queue.to_string(), s.dlq.to_string()),
-        control: DynamoDbDeliveryControl::new(s.aws.ddb.clone(), &s.aws.table),
+        control: DynamoDbDeliveryControl::new(s.aws.dynamodb.clone(), &s.aws.table),
     }
 }
 
@@ -283,7 +283,7 @@ async fn ledger_failures(aws: &Aws, destination: DestinationName) -> u64 {
         })
         .filter_map(|i| i.get("history")?.as_l().ok().cloned())
         .flatten()
-        .filter_map(|entry| Outcome::from_attribute(&entry))
+        .filter_map(|entry| Outcome::from_attribute(&json_attribute(&entry)))
         .filter(|o| o.class == "transient")
         .count() as u64
 }

@@ -101,6 +101,24 @@ pub fn lean_clients(
     (c.dynamodb, c.queue)
 }
 
+/// An attribute read through the SDK, as the JSON protocol (and so `clayhook`'s parsers) has it.
+#[allow(dead_code)]
+pub fn json_attribute(v: &aws_sdk_dynamodb::types::AttributeValue) -> serde_json::Value {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) => serde_json::json!({ "S": s }),
+        A::N(n) => serde_json::json!({ "N": n }),
+        A::Bool(b) => serde_json::json!({ "BOOL": b }),
+        A::Null(_) => serde_json::json!({ "NULL": true }),
+        A::L(l) => serde_json::json!({ "L": l.iter().map(json_attribute).collect::<Vec<_>>() }),
+        A::M(m) => serde_json::json!({ "M": m
+            .iter()
+            .map(|(k, v)| (k.clone(), json_attribute(v)))
+            .collect::<serde_json::Map<_, _>>() }),
+        other => panic!("no JSON form for {other:?} in these tests"),
+    }
+}
+
 /// A loopback URL where nothing listens.
 pub fn dead_endpoint() -> String {
     format!("http://127.0.0.1:{}", free_port())

@@ -3,87 +3,83 @@
 //! condition did not hold, the state another instance left), so instances never undo each
 //! other's transitions and each keeps a current copy without reading again.
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
-};
-use std::collections::HashMap;
+use serde_json::{Value, json};
 
 use super::{Booking, BreakerPolicy, ControlError, ControlState, DeliveryControl, RateLimit};
+use crate::aws_json::item::{self, CONDITION_FAILED, n, number, s, text};
+use crate::aws_json::{AwsJsonClient, CallError};
 use crate::delivery::names::DestinationName;
-use crate::dynamo::{describe, n, s};
+use crate::router::ledger::count;
 use crate::table::delivery_control_key;
 
 #[derive(Clone, Debug)]
 pub struct DynamoDbDeliveryControl {
-    client: Client,
+    client: AwsJsonClient,
     table: String,
 }
 
+/// `Ok(new state)` when an update was made, `Err(state found)` when its condition did not hold.
+type Settled = Result<ControlState, ControlState>;
+
 impl DynamoDbDeliveryControl {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: AwsJsonClient, table: impl Into<String>) -> Self {
         DynamoDbDeliveryControl {
             client,
             table: table.into(),
         }
     }
 
-    /// An update of `destination`'s item returning its new state.
-    fn update(&self, destination: DestinationName, expression: &str) -> UpdateItemFluentBuilder {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&delivery_control_key(destination)))
-            .update_expression(expression)
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    /// An update of `destination`'s item (under `condition`, when there is one), returning its
+    /// new state, or the state found when the condition did not hold.
+    async fn update(
+        &self,
+        destination: DestinationName,
+        expression: &str,
+        condition: Option<&str>,
+        names: &[(&str, &str)],
+        values: Vec<(&str, Value)>,
+    ) -> Result<Settled, ControlError> {
+        let mut body = json!({
+            "TableName": self.table,
+            "Key": { "pk": s(&delivery_control_key(destination)) },
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": item::names(names),
+            "ExpressionAttributeValues": item::values(values),
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        });
+        if let Some(condition) = condition {
+            body["ConditionExpression"] = condition.into();
+        }
+        settled(self.client.call("UpdateItem", &body).await)
     }
 }
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0)
-}
-
-fn state_of(item: &HashMap<String, AttributeValue>) -> ControlState {
-    let count = |k| number(item, k).clamp(0, i64::from(u32::MAX)) as u32;
+fn state_of(item: &Value) -> ControlState {
+    let time = |k| number(item, k).unwrap_or(0);
     ControlState {
-        failures: count("failures"),
-        opens: count("opens"),
-        open_until_ms: number(item, "open_until"),
-        probe_until_ms: number(item, "probe_until"),
-        paused_until_ms: number(item, "paused_until"),
-        tat_ms: number(item, "tat"),
+        failures: count(item, "failures", 0),
+        opens: count(item, "opens", 0),
+        open_until_ms: time("open_until"),
+        probe_until_ms: time("probe_until"),
+        paused_until_ms: time("paused_until"),
+        tat_ms: time("tat"),
     }
 }
 
-/// `Ok(Ok(new state))` when the update was made, `Ok(Err(state found))` when its condition did
-/// not hold.
-fn settled(
-    result: Result<UpdateItemOutput, SdkError<UpdateItemError>>,
-) -> Result<Result<ControlState, ControlState>, ControlError> {
+fn settled(result: Result<Value, CallError>) -> Result<Settled, ControlError> {
     match result {
-        Ok(out) => Ok(Ok(out
-            .attributes
-            .as_ref()
+        Ok(out) => Ok(Ok(out.get("Attributes").map(state_of).unwrap_or_default())),
+        Err(e) if e.code() == Some(CONDITION_FAILED) => Ok(Err(e
+            .body()
+            .and_then(|b| b.get("Item"))
             .map(state_of)
             .unwrap_or_default())),
-        Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
-            UpdateItemError::ConditionalCheckFailedException(e) => {
-                Ok(Err(e.item().map(state_of).unwrap_or_default()))
-            }
-            other => Err(ControlError(DisplayErrorContext(&other).to_string())),
-        },
-        Err(e) => Err(ControlError(describe(e))),
+        Err(e) => Err(ControlError(e.to_string())),
     }
 }
 
-fn either(r: Result<ControlState, ControlState>) -> ControlState {
+fn either(r: Settled) -> ControlState {
     r.unwrap_or_else(|found| found)
 }
 
@@ -99,27 +95,23 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         if destinations.is_empty() {
             return Ok(Vec::new());
         }
-        let mut keys = KeysAndAttributes::builder();
-        for d in destinations {
-            keys = keys.keys(HashMap::from([(
-                "pk".to_string(),
-                s(&delivery_control_key(*d)),
-            )]));
-        }
-        let keys = keys
-            .build()
-            .map_err(|e| ControlError(DisplayErrorContext(&e).to_string()))?;
+        let keys: Vec<Value> = destinations
+            .iter()
+            .map(|d| json!({ "pk": s(&delivery_control_key(*d)) }))
+            .collect();
+        let mut request = serde_json::Map::new();
+        request.insert(self.table.clone(), json!({ "Keys": keys }));
+        let body = json!({ "RequestItems": request });
         let out = self
             .client
-            .batch_get_item()
-            .request_items(&self.table, keys)
-            .send()
+            .call("BatchGetItem", &body)
             .await
-            .map_err(|e| ControlError(describe(e)))?;
+            .map_err(|e| ControlError(e.to_string()))?;
         let items = out
-            .responses
-            .and_then(|mut r| r.remove(&self.table))
-            .unwrap_or_default();
+            .get("Responses")
+            .and_then(|r| r.get(&self.table))
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
         // An item not returned (never written, or left unprocessed) reads as a clean state.
         Ok(destinations
             .iter()
@@ -127,7 +119,7 @@ impl DeliveryControl for DynamoDbDeliveryControl {
                 let key = delivery_control_key(*d);
                 let state = items
                     .iter()
-                    .find(|i| i.get("pk").and_then(|v| v.as_s().ok()) == Some(&key))
+                    .find(|i| text(i, "pk") == Some(key.as_str()))
                     .map(state_of)
                     .unwrap_or_default();
                 (*d, state)
@@ -141,13 +133,16 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         policy: &BreakerPolicy,
         now_ms: i64,
     ) -> Result<(ControlState, bool), ControlError> {
-        let counted = either(settled(
-            self.update(destination, "ADD #f :one")
-                .expression_attribute_names("#f", "failures")
-                .expression_attribute_values(":one", n(1))
-                .send()
-                .await,
-        )?);
+        let counted = either(
+            self.update(
+                destination,
+                "ADD #f :one",
+                None,
+                &[("#f", "failures")],
+                vec![(":one", n(1))],
+            )
+            .await?,
+        );
         if !counted.should_open(policy, now_ms) {
             return Ok((counted, false));
         }
@@ -155,23 +150,26 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         // opens it; the others get its state back.
         let opens = counted.opens.saturating_add(1);
         let until = now_ms + policy.cooldown_for(opens).as_millis() as i64;
-        let opened = settled(
-            self.update(destination, "SET #o = :until, #n = :opens, #p = :zero")
-                .condition_expression(
-                    "#f >= :threshold AND (attribute_not_exists(#o) OR #o <= :now)",
-                )
-                .expression_attribute_names("#f", "failures")
-                .expression_attribute_names("#o", "open_until")
-                .expression_attribute_names("#n", "opens")
-                .expression_attribute_names("#p", "probe_until")
-                .expression_attribute_values(":until", n(until))
-                .expression_attribute_values(":opens", n(i64::from(opens)))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":threshold", n(i64::from(policy.threshold.max(1))))
-                .expression_attribute_values(":now", n(now_ms))
-                .send()
-                .await,
-        )?;
+        let opened = self
+            .update(
+                destination,
+                "SET #o = :until, #n = :opens, #p = :zero",
+                Some("#f >= :threshold AND (attribute_not_exists(#o) OR #o <= :now)"),
+                &[
+                    ("#f", "failures"),
+                    ("#o", "open_until"),
+                    ("#n", "opens"),
+                    ("#p", "probe_until"),
+                ],
+                vec![
+                    (":until", n(until)),
+                    (":opens", n(i64::from(opens))),
+                    (":zero", n(0)),
+                    (":threshold", n(i64::from(policy.threshold.max(1)))),
+                    (":now", n(now_ms)),
+                ],
+            )
+            .await?;
         let by_us = opened.is_ok();
         Ok((either(opened), by_us))
     }
@@ -182,18 +180,21 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         now_ms: i64,
     ) -> Result<ControlState, ControlError> {
         // Closed only if not open now: an instance that opened it since keeps it open.
-        Ok(either(settled(
-            self.update(destination, "SET #f = :zero, #n = :zero, #p = :zero")
-                .condition_expression("attribute_not_exists(#o) OR #o <= :now")
-                .expression_attribute_names("#f", "failures")
-                .expression_attribute_names("#n", "opens")
-                .expression_attribute_names("#p", "probe_until")
-                .expression_attribute_names("#o", "open_until")
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":now", n(now_ms))
-                .send()
-                .await,
-        )?))
+        Ok(either(
+            self.update(
+                destination,
+                "SET #f = :zero, #n = :zero, #p = :zero",
+                Some("attribute_not_exists(#o) OR #o <= :now"),
+                &[
+                    ("#f", "failures"),
+                    ("#n", "opens"),
+                    ("#p", "probe_until"),
+                    ("#o", "open_until"),
+                ],
+                vec![(":zero", n(0)), (":now", n(now_ms))],
+            )
+            .await?,
+        ))
     }
 
     async fn take_probe(
@@ -202,22 +203,26 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         policy: &BreakerPolicy,
         now_ms: i64,
         until_ms: i64,
-    ) -> Result<Result<ControlState, ControlState>, ControlError> {
-        settled(
-            self.update(destination, "SET #p = :until")
-                .condition_expression(
-                    "#f >= :threshold AND (attribute_not_exists(#o) OR #o <= :now) \
-                     AND (attribute_not_exists(#p) OR #p <= :now)",
-                )
-                .expression_attribute_names("#f", "failures")
-                .expression_attribute_names("#o", "open_until")
-                .expression_attribute_names("#p", "probe_until")
-                .expression_attribute_values(":until", n(until_ms))
-                .expression_attribute_values(":threshold", n(i64::from(policy.threshold.max(1))))
-                .expression_attribute_values(":now", n(now_ms))
-                .send()
-                .await,
+    ) -> Result<Settled, ControlError> {
+        self.update(
+            destination,
+            "SET #p = :until",
+            Some(
+                "#f >= :threshold AND (attribute_not_exists(#o) OR #o <= :now) \
+                 AND (attribute_not_exists(#p) OR #p <= :now)",
+            ),
+            &[
+                ("#f", "failures"),
+                ("#o", "open_until"),
+                ("#p", "probe_until"),
+            ],
+            vec![
+                (":until", n(until_ms)),
+                (":threshold", n(i64::from(policy.threshold.max(1)))),
+                (":now", n(now_ms)),
+            ],
         )
+        .await
     }
 
     async fn pause(
@@ -226,14 +231,16 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         until_ms: i64,
     ) -> Result<ControlState, ControlError> {
         // Only ever extended.
-        Ok(either(settled(
-            self.update(destination, "SET #u = :until")
-                .condition_expression("attribute_not_exists(#u) OR #u < :until")
-                .expression_attribute_names("#u", "paused_until")
-                .expression_attribute_values(":until", n(until_ms))
-                .send()
-                .await,
-        )?))
+        Ok(either(
+            self.update(
+                destination,
+                "SET #u = :until",
+                Some("attribute_not_exists(#u) OR #u < :until"),
+                &[("#u", "paused_until")],
+                vec![(":until", n(until_ms))],
+            )
+            .await?,
+        ))
     }
 
     async fn book(
@@ -256,26 +263,27 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         let mut quiet = false;
         for _ in 0..6 {
             let result = if quiet {
-                settled(
-                    self.update(destination, "SET #t = :next")
-                        .condition_expression("attribute_not_exists(#t) OR #t < :now")
-                        .expression_attribute_names("#t", "tat")
-                        .expression_attribute_values(":next", n(now_ms + interval))
-                        .expression_attribute_values(":now", n(now_ms))
-                        .send()
-                        .await,
-                )?
+                self.update(
+                    destination,
+                    "SET #t = :next",
+                    Some("attribute_not_exists(#t) OR #t < :now"),
+                    &[("#t", "tat")],
+                    vec![(":next", n(now_ms + interval)), (":now", n(now_ms))],
+                )
+                .await?
             } else {
-                settled(
-                    self.update(destination, "SET #t = #t + :interval")
-                        .condition_expression("#t >= :now AND #t <= :latest")
-                        .expression_attribute_names("#t", "tat")
-                        .expression_attribute_values(":interval", n(interval))
-                        .expression_attribute_values(":now", n(now_ms))
-                        .expression_attribute_values(":latest", n(latest))
-                        .send()
-                        .await,
-                )?
+                self.update(
+                    destination,
+                    "SET #t = #t + :interval",
+                    Some("#t >= :now AND #t <= :latest"),
+                    &[("#t", "tat")],
+                    vec![
+                        (":interval", n(interval)),
+                        (":now", n(now_ms)),
+                        (":latest", n(latest)),
+                    ],
+                )
+                .await?
             };
             match result {
                 Ok(state) => {
@@ -296,7 +304,7 @@ impl DeliveryControl for DynamoDbDeliveryControl {
             }
         }
         Err(ControlError(
-            "the rate limit's slot kept changing under four tries".into(),
+            "the rate limit's slot kept changing over six tries".into(),
         ))
     }
 }
