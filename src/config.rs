@@ -140,7 +140,8 @@ mod tests {
         "RATE_LIMITS",       //
         "VALIDATION_ERROR",  //
         "CARGO_PKG_VERSION", // read at compile time
-        "ALL_OLD", "ALL_NEW",           // DynamoDB's ReturnValuesOnConditionCheckFailure
+        "ALL_OLD",
+        "ALL_NEW", // DynamoDB's ReturnValuesOnConditionCheckFailure
     ];
     /// Documented, but read by the AWS SDK rather than by our code.
     const READ_BY_THE_SDK: &[&str] = &["AWS_MAX_ATTEMPTS"];

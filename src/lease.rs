@@ -10,11 +10,9 @@
 //! Conditions use the names `#status` and `#lease` and the values `:held`, `:now_ms` (lapsed) and
 //! `:lease` (ours); [`Lease::names`] and the `*_values` methods supply them.
 
-use serde_json::{Value, json};
-
 use crate::aws_json::AwsJsonClient;
-use crate::aws_json::item::{self, n, s};
-use crate::table::PARTITION_KEY;
+use crate::aws_json::item;
+use crate::aws_json::request::{Attr, Write, n, s};
 
 /// Held, and the holder's deadline has passed: free to claim. A macro, so claim conditions can
 /// `concat!` it into one constant.
@@ -41,21 +39,13 @@ impl Lease {
     }
 
     /// Values for [`lapsed!`] at `now_ms`.
-    pub fn lapsed_values(&self, now_ms: i64) -> [(&'static str, Value); 2] {
+    pub fn lapsed_values(&self, now_ms: i64) -> [(&'static str, Attr<'static>); 2] {
         [(":held", s(self.held)), (":now_ms", n(now_ms))]
     }
 
     /// Values for [`OURS`], the holder's deadline being `until_ms`.
-    pub fn ours_values(&self, until_ms: i64) -> [(&'static str, Value); 2] {
+    pub fn ours_values(&self, until_ms: i64) -> [(&'static str, Attr<'static>); 2] {
         [(":held", s(self.held)), (":lease", n(until_ms))]
-    }
-
-    /// The names and the values of `extra` and the lease's own, as a request's
-    /// `ExpressionAttributeNames` and `ExpressionAttributeValues`.
-    pub fn expression(&self, names: &[(&str, &str)], values: Vec<(&str, Value)>) -> (Value, Value) {
-        let mut all = names.to_vec();
-        all.extend(self.names());
-        (item::names(&all), item::values(values))
     }
 
     /// Deletes the item at `pk` while the lease ending at `until_ms` still holds it. `Ok(false)`
@@ -67,14 +57,14 @@ impl Lease {
         pk: &str,
         until_ms: i64,
     ) -> Result<bool, String> {
-        let (names, values) = self.expression(&[], self.ours_values(until_ms).into());
-        let body = json!({
-            "TableName": table,
-            "Key": { PARTITION_KEY: s(pk) },
-            "ConditionExpression": OURS,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        });
+        let body = Write {
+            table_name: table,
+            key: Some(pk.into()),
+            condition_expression: Some(OURS),
+            expression_attribute_names: self.names().into(),
+            expression_attribute_values: self.ours_values(until_ms).into(),
+            ..Write::default()
+        };
         item::written(client.call("DeleteItem", &body).await)
     }
 }

@@ -7,31 +7,35 @@ use std::collections::HashMap;
 
 use super::{ArchivedEvent, DestinationRecord};
 use crate::aws_json::AwsJsonClient;
-use crate::aws_json::item::{items_of, list, n, number, s, text, written};
+use crate::aws_json::item::{items_of, number, s, text, written};
+use crate::aws_json::request::{self, Attr, Write};
 use crate::delivery::names::DestinationName;
 use crate::router::ledger::{LedgerItem, Outcome, count};
 use crate::table::{ARCHIVE_INFIX, DELIVERY_PREFIX, archive_key, delivery_key};
 
-pub fn event_item(e: &ArchivedEvent) -> Value {
-    let mut item = json!({
-        "pk": s(&archive_key(&e.id)),
-        "id": s(&e.id),
-        "received_at": s(&e.received_at),
-        "received_at_ms": n(e.received_at_ms),
-        "version": s(&e.version),
-        "routed": list(e.routed.iter().map(|d| s(d.as_str())).collect()),
-        "envelope_bytes": n(e.envelope_bytes as i64),
-        "archived_at": n(e.archived_at_ms),
-        "expires_at": n(e.expires_at),
-    });
-    if let Some(source) = &e.source {
-        item["source"] = s(source);
-    }
-    if let Some(envelope) = &e.envelope {
-        item["envelope"] = s(envelope);
-    }
-    if let Some(reason) = &e.dead_lettered {
-        item["dead_lettered"] = s(reason);
+pub fn event_item(e: &ArchivedEvent) -> Vec<(&'static str, Attr<'_>)> {
+    let mut item = vec![
+        ("pk", request::s(archive_key(&e.id))),
+        ("id", request::s(e.id.as_str())),
+        ("received_at", request::s(e.received_at.as_str())),
+        ("received_at_ms", request::n(e.received_at_ms)),
+        ("version", request::s(e.version.as_str())),
+        (
+            "routed",
+            Attr::L(e.routed.iter().map(|d| request::s(d.as_str())).collect()),
+        ),
+        ("envelope_bytes", request::n(e.envelope_bytes as i64)),
+        ("archived_at", request::n(e.archived_at_ms)),
+        ("expires_at", request::n(e.expires_at)),
+    ];
+    for (k, v) in [
+        ("source", &e.source),
+        ("envelope", &e.envelope),
+        ("dead_lettered", &e.dead_lettered),
+    ] {
+        if let Some(v) = v {
+            item.push((k, request::s(v.as_str())));
+        }
     }
     item
 }
@@ -94,30 +98,35 @@ impl EventArchive {
 
     /// Keeps `e` unless this version is archived already.
     pub async fn put(&self, e: &ArchivedEvent) -> Result<(), String> {
-        let body = json!({
-            "TableName": self.table,
-            "Item": event_item(e),
-            "ConditionExpression": "attribute_not_exists(#pk) OR #v <> :v",
-            "ExpressionAttributeNames": { "#pk": "pk", "#v": "version" },
-            "ExpressionAttributeValues": { ":v": s(&e.version) },
-        });
+        let body = Write {
+            table_name: &self.table,
+            item: event_item(e),
+            condition_expression: Some("attribute_not_exists(#pk) OR #v <> :v"),
+            expression_attribute_names: vec![("#pk", "pk"), ("#v", "version")],
+            expression_attribute_values: vec![(":v", request::s(e.version.as_str()))],
+            ..Write::default()
+        };
         written(self.client.call("PutItem", &body).await).map(|_| ())
     }
 
     /// Notes why the router sent the lead to the dead-letter queue.
     pub async fn dead_lettered(&self, id: &str, reason: &str, at_ms: i64) -> Result<(), String> {
-        let body = json!({
-            "TableName": self.table,
-            "Key": { "pk": s(&archive_key(id)) },
-            "UpdateExpression": "SET #d = :reason, #at = :at",
-            "ConditionExpression": "attribute_exists(#pk)",
-            "ExpressionAttributeNames": {
-                "#pk": "pk",
-                "#d": "dead_lettered",
-                "#at": "dead_lettered_at",
-            },
-            "ExpressionAttributeValues": { ":reason": s(reason), ":at": n(at_ms) },
-        });
+        let body = Write {
+            table_name: &self.table,
+            key: Some(archive_key(id).into()),
+            update_expression: Some("SET #d = :reason, #at = :at".into()),
+            condition_expression: Some("attribute_exists(#pk)"),
+            expression_attribute_names: vec![
+                ("#pk", "pk"),
+                ("#d", "dead_lettered"),
+                ("#at", "dead_lettered_at"),
+            ],
+            expression_attribute_values: vec![
+                (":reason", request::s(reason)),
+                (":at", request::n(at_ms)),
+            ],
+            ..Write::default()
+        };
         written(self.client.call("UpdateItem", &body).await).map(|_| ())
     }
 

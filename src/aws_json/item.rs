@@ -1,5 +1,6 @@
-//! DynamoDB's attribute values as the JSON protocol writes them (`{"S": "..."}`, `{"N": "1"}`),
-//! and reading them back out of an item.
+//! DynamoDB's attribute values as `serde_json::Value`s (`{"S": "..."}`, `{"N": "1"}`): reading
+//! them back out of an answer, and the odd request off the hot path ([`super::request`] writes
+//! the hot path's).
 
 use serde_json::{Value, json};
 
@@ -11,29 +12,6 @@ pub fn s(v: &str) -> Value {
 
 pub fn n(v: i64) -> Value {
     json!({ "N": v.to_string() })
-}
-
-/// A list attribute (`{"L": [...]}`).
-pub fn list(values: Vec<Value>) -> Value {
-    json!({ "L": values })
-}
-
-/// A request's `ExpressionAttributeNames`.
-pub fn names(pairs: &[(&str, &str)]) -> Value {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), Value::from(*v)))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
-}
-
-/// A request's `ExpressionAttributeValues`.
-pub fn values(pairs: Vec<(&str, Value)>) -> Value {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
 
 /// The string attribute `k` of `item`.
@@ -78,13 +56,8 @@ mod tests {
         assert_eq!(number(&item, "c"), None);
         assert_eq!(text(&item, "b"), None);
         assert_eq!(number(&item, "missing"), None);
-        let item = json!({ "l": list(vec![s("a"), n(1)]) });
+        let item = json!({ "l": { "L": [s("a"), n(1)] } });
         assert_eq!(items_of(&item, "l"), &[s("a"), n(1)]);
         assert!(items_of(&item, "missing").is_empty());
-        assert_eq!(
-            names(&[("#a", "b")]).to_string(),
-            r##"{"#a":"b"}"##.to_string()
-        );
-        assert_eq!(values(vec![(":v", n(2))]), json!({ ":v": { "N": "2" } }));
     }
 }

@@ -12,6 +12,7 @@
 pub mod credentials;
 pub mod https;
 pub mod item;
+pub mod request;
 pub mod sigv4;
 
 use bytes::Bytes;
@@ -274,26 +275,30 @@ impl AwsJsonClient {
         })
     }
 
-    /// Calls `operation` (`PutItem`, `SendMessage`, ...) with `body`, retrying as the policy
-    /// says, and returns the answer's JSON. Boxed: hyper's future is deep, and every caller's
-    /// future would otherwise carry its whole type (past the compiler's layout depth).
-    pub fn call<'a>(
-        &'a self,
-        operation: &'static str,
-        body: &'a serde_json::Value,
-    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value, CallError>> {
-        Box::pin(self.call_unboxed(operation, body))
-    }
-
-    async fn call_unboxed(
+    /// Calls `operation` (`PutItem`, `SendMessage`, ...) with `body` (a [`request::Write`], or
+    /// any JSON), retrying as the policy says, and returns the answer's JSON. The body is written
+    /// out before the call starts. Boxed: hyper's future is deep, and every caller's future would
+    /// otherwise carry its whole type (past the compiler's layout depth).
+    pub fn call<B: serde::Serialize + ?Sized>(
         &self,
         operation: &'static str,
-        body: &serde_json::Value,
+        body: &B,
+    ) -> futures::future::BoxFuture<'_, Result<serde_json::Value, CallError>> {
+        let body = serde_json::to_vec(body);
+        Box::pin(async move {
+            let body = body.map_err(|e| CallError::Transport {
+                operation,
+                reason: e.to_string(),
+            })?;
+            self.call_bytes(operation, Bytes::from(body)).await
+        })
+    }
+
+    async fn call_bytes(
+        &self,
+        operation: &'static str,
+        body: Bytes,
     ) -> Result<serde_json::Value, CallError> {
-        let body = Bytes::from(serde_json::to_vec(body).map_err(|e| CallError::Transport {
-            operation,
-            reason: e.to_string(),
-        })?);
         let attempts = async {
             let mut attempt = 1;
             loop {

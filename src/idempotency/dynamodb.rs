@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use super::{Begin, Claim, IdempotencyStore, Record, Status, StoreError};
-use crate::aws_json::item::{CONDITION_FAILED, n, number, s, text};
+use crate::aws_json::item::{CONDITION_FAILED, number, s, text};
+use crate::aws_json::request::{self, Write};
 use crate::aws_json::{AwsJsonClient, CallError};
 use crate::lease::{Lease, lapsed};
 
@@ -73,26 +74,28 @@ pub fn record_from_item(item: &Value) -> Result<Record, StoreError> {
 impl IdempotencyStore for DynamoDbIdempotencyStore {
     async fn begin(&self, claim: &Claim) -> Result<Begin, StoreError> {
         let pk = Self::pk(&claim.id);
-        let mut item = json!({
-            "pk": s(&pk),
-            "status": s(LEASE.held),
-            "expires_at": n(claim.expires_at),
-            LEASE.attribute: n(claim.in_progress_expires_at),
-        });
+        let mut item = vec![
+            ("pk", request::s(pk.as_str())),
+            ("status", request::s(LEASE.held)),
+            ("expires_at", request::n(claim.expires_at)),
+            (LEASE.attribute, request::n(claim.in_progress_expires_at)),
+        ];
         if let Some(h) = &claim.body_hash {
-            item["body_hash"] = s(h);
+            item.push(("body_hash", request::s(h.as_str())));
         }
-        let mut values = vec![(":now", n(claim.now_s()))];
+        let mut names = vec![("#pk", "pk"), ("#exp", "expires_at")];
+        names.extend(LEASE.names());
+        let mut values = vec![(":now", request::n(claim.now_s()))];
         values.extend(LEASE.lapsed_values(claim.now_ms));
-        let (names, values) = LEASE.expression(&[("#pk", "pk"), ("#exp", "expires_at")], values);
-        let body = json!({
-            "TableName": self.table,
-            "Item": item,
-            "ConditionExpression": BEGIN_CONDITION,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        });
+        let body = Write {
+            table_name: &self.table,
+            item,
+            condition_expression: Some(BEGIN_CONDITION),
+            expression_attribute_names: names,
+            expression_attribute_values: values,
+            return_values_on_condition_check_failure: Some("ALL_OLD"),
+            ..Write::default()
+        };
         match self.client.call("PutItem", &body).await {
             Ok(_) => Ok(Begin::Claimed),
             Err(e) if e.code() == Some(CONDITION_FAILED) => {
@@ -113,22 +116,25 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
         message_id: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let body = json!({
-            "TableName": self.table,
-            "Key": { "pk": s(&Self::pk(id)) },
-            "UpdateExpression": "SET #status = :done, #mid = :mid, #exp = :exp REMOVE #ipexp",
-            "ExpressionAttributeNames": {
-                "#status": "status",
-                "#mid": "message_id",
-                "#exp": "expires_at",
-                "#ipexp": LEASE.attribute,
-            },
-            "ExpressionAttributeValues": {
-                ":done": s(Status::Completed.as_str()),
-                ":mid": s(message_id),
-                ":exp": n(expires_at),
-            },
-        });
+        let body = Write {
+            table_name: &self.table,
+            key: Some(Self::pk(id).into()),
+            update_expression: Some(
+                "SET #status = :done, #mid = :mid, #exp = :exp REMOVE #ipexp".into(),
+            ),
+            expression_attribute_names: vec![
+                ("#status", "status"),
+                ("#mid", "message_id"),
+                ("#exp", "expires_at"),
+                ("#ipexp", LEASE.attribute),
+            ],
+            expression_attribute_values: vec![
+                (":done", request::s(Status::Completed.as_str())),
+                (":mid", request::s(message_id)),
+                (":exp", request::n(expires_at)),
+            ],
+            ..Write::default()
+        };
         self.client
             .call("UpdateItem", &body)
             .await
@@ -161,6 +167,7 @@ mod tests {
 
     #[test]
     fn a_stored_item_reads_back_and_a_broken_one_is_corrupt() {
+        use crate::aws_json::item::n;
         let item = json!({
             "pk": s("ingest#x"), "status": s("COMPLETED"), "expires_at": n(9),
             "message_id": s("m-1"), "body_hash": s("h"),

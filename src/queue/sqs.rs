@@ -4,7 +4,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::{DeadLetter, LeadQueue, OutgoingMessage, QueueError, Redelivery};
 use crate::aws_json::AwsJsonClient;
@@ -24,17 +24,49 @@ impl SqsLeadQueue {
     }
 }
 
+/// `SendMessage`'s request, written straight from the message (its body is up to 1 MB: no copy).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendMessage<'a> {
+    queue_url: &'a str,
+    message_body: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_system_attributes: Option<SystemAttributes<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_group_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_deduplication_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SystemAttributes<'a> {
+    #[serde(rename = "AWSTraceHeader")]
+    trace_header: StringValue<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StringValue<'a> {
+    data_type: &'static str,
+    string_value: &'a str,
+}
+
 impl LeadQueue for SqsLeadQueue {
     async fn send(&self, message: &OutgoingMessage) -> Result<String, QueueError> {
-        let mut body = json!({ "QueueUrl": self.url, "MessageBody": message.body });
-        if let Some(trace) = &message.trace_header {
-            body["MessageSystemAttributes"] =
-                json!({ "AWSTraceHeader": { "DataType": "String", "StringValue": trace } });
-        }
-        if self.fifo {
-            body["MessageGroupId"] = json!(message.group);
-            body["MessageDeduplicationId"] = json!(message.id);
-        }
+        let body = SendMessage {
+            queue_url: &self.url,
+            message_body: &message.body,
+            message_system_attributes: message.trace_header.as_deref().map(|trace| {
+                SystemAttributes {
+                    trace_header: StringValue {
+                        data_type: "String",
+                        string_value: trace,
+                    },
+                }
+            }),
+            message_group_id: self.fifo.then_some(message.group.as_str()),
+            message_deduplication_id: self.fifo.then_some(message.id.as_str()),
+        };
         let out = self
             .client
             .call("SendMessage", &body)

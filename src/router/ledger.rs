@@ -10,10 +10,12 @@
 use serde_json::{Value, json};
 use std::future::Future;
 
+use crate::aws_json::request::{self, Attr, Write};
+
 use super::rules::DestinationName;
 use crate::archive::ArchivedEvent;
 use crate::archive::dynamodb::EventArchive;
-use crate::aws_json::item::{CONDITION_FAILED, list, n, number, s, text, written};
+use crate::aws_json::item::{CONDITION_FAILED, number, s, text, written};
 use crate::aws_json::{AwsJsonClient, CallError};
 use crate::lease::{Lease, OURS, lapsed};
 
@@ -91,13 +93,13 @@ pub fn count(item: &Value, k: &str, default: u32) -> u32 {
 }
 
 impl Outcome {
-    fn attribute(&self) -> Value {
-        json!({ "M": {
-            "at": n(self.at_ms),
-            "tries": n(i64::from(self.tries)),
-            "class": s(self.class),
-            "what": s(&self.what),
-        }})
+    fn attribute(&self) -> Attr<'_> {
+        Attr::M(vec![
+            ("at", request::n(self.at_ms)),
+            ("tries", request::n(self.tries)),
+            ("class", request::s(self.class)),
+            ("what", request::s(self.what.as_str())),
+        ])
     }
 
     /// An entry of an item's `history`, as written by [`Outcome::attribute`].
@@ -224,14 +226,21 @@ impl DynamoDbDeliveryLedger {
     }
 
     /// An `UpdateItem` of the claim's item.
-    fn update(&self, c: &DeliveryClaim, expression: &str, names: Value, values: Value) -> Value {
-        json!({
-            "TableName": self.table,
-            "Key": { "pk": s(&Self::pk(&c.id, c.destination)) },
-            "UpdateExpression": expression,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        })
+    fn update<'a>(
+        &'a self,
+        c: &DeliveryClaim,
+        expression: impl Into<std::borrow::Cow<'a, str>>,
+        names: Vec<(&'a str, &'a str)>,
+        values: Vec<(&'a str, Attr<'a>)>,
+    ) -> Write<'a> {
+        Write {
+            table_name: &self.table,
+            key: Some(Self::pk(&c.id, c.destination).into()),
+            update_expression: Some(expression.into()),
+            expression_attribute_names: names,
+            expression_attribute_values: values,
+            ..Write::default()
+        }
     }
 }
 
@@ -270,34 +279,34 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
     }
 
     async fn claim(&self, c: &DeliveryClaim) -> Result<ClaimOutcome, LedgerError> {
+        let mut names = vec![
+            ("#pk", "pk"),
+            ("#exp", "expires_at"),
+            ("#dv", "delivered_version"),
+            ("#dr", "delivered_received_at_ms"),
+            ("#dat", "delivered_at"),
+        ];
+        names.extend(LEASE.names());
         let mut values = vec![
-            (":delivered", s(DELIVERED)),
-            (":released", s(RELEASED)),
-            (":until", n(c.lock_until_ms)),
-            (":exp", n(c.expires_at)),
-            (":version", s(&c.version)),
-            (":received", n(c.received_at_ms)),
+            (":delivered", request::s(DELIVERED)),
+            (":released", request::s(RELEASED)),
+            (":until", request::n(c.lock_until_ms)),
+            (":exp", request::n(c.expires_at)),
+            (":version", request::s(c.version.as_str())),
+            (":received", request::n(c.received_at_ms)),
         ];
         values.extend(LEASE.lapsed_values(c.now_ms));
-        let (names, values) = LEASE.expression(
-            &[
-                ("#pk", "pk"),
-                ("#exp", "expires_at"),
-                ("#dv", "delivered_version"),
-                ("#dr", "delivered_received_at_ms"),
-                ("#dat", "delivered_at"),
-            ],
-            values,
-        );
-        let mut body = self.update(
-            c,
-            "SET #status = :held, #lease = :until, #exp = :exp",
-            names,
-            values,
-        );
-        body["ConditionExpression"] = CLAIM_CONDITION.into();
-        body["ReturnValues"] = "ALL_OLD".into();
-        body["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD".into();
+        let body = Write {
+            condition_expression: Some(CLAIM_CONDITION),
+            return_values: Some("ALL_OLD"),
+            return_values_on_condition_check_failure: Some("ALL_OLD"),
+            ..self.update(
+                c,
+                "SET #status = :held, #lease = :until, #exp = :exp",
+                names,
+                values,
+            )
+        };
         match self.client.call("UpdateItem", &body).await {
             Ok(out) => Ok(ClaimOutcome::Claimed {
                 failures: out
@@ -323,26 +332,26 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
     }
 
     async fn delivered(&self, c: &DeliveryClaim, outcome: &Outcome) -> Result<(), LedgerError> {
-        let names = json!({
-            "#status": "status",
-            "#at": "delivered_at",
-            "#dv": "delivered_version",
-            "#dr": "delivered_received_at_ms",
-            "#lock": LEASE.attribute,
-            "#failures": "failures",
-            "#history": "history",
-            "#tries": "tries",
-        });
-        let values = json!({
-            ":delivered": s(DELIVERED),
-            ":now": n(c.now_ms),
-            ":version": s(&c.version),
-            ":received": n(c.received_at_ms),
-            ":zero": n(0),
-            ":empty": list(Vec::new()),
-            ":entry": list(vec![outcome.attribute()]),
-            ":tries": n(i64::from(outcome.tries)),
-        });
+        let names = vec![
+            ("#status", "status"),
+            ("#at", "delivered_at"),
+            ("#dv", "delivered_version"),
+            ("#dr", "delivered_received_at_ms"),
+            ("#lock", LEASE.attribute),
+            ("#failures", "failures"),
+            ("#history", "history"),
+            ("#tries", "tries"),
+        ];
+        let values = vec![
+            (":delivered", request::s(DELIVERED)),
+            (":now", request::n(c.now_ms)),
+            (":version", request::s(c.version.as_str())),
+            (":received", request::n(c.received_at_ms)),
+            (":zero", request::n(0)),
+            (":empty", Attr::L(Vec::new())),
+            (":entry", Attr::L(vec![outcome.attribute()])),
+            (":tries", request::n(outcome.tries)),
+        ];
         let body = self.update(
             c,
             "SET #status = :delivered, #at = :now, #dv = :version, #dr = :received, \
@@ -391,33 +400,34 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
         // history `clayhook events show` prints.
         let mut set = String::from("SET #status = :released, #last = :now");
         let mut names = vec![("#last", "last_try_at"), ("#tries", "tries")];
+        names.extend(LEASE.names());
         let mut values = vec![
-            (":released", s(RELEASED)),
-            (":now", n(outcome.at_ms)),
-            (":tries", n(i64::from(outcome.tries))),
+            (":released", request::s(RELEASED)),
+            (":now", request::n(outcome.at_ms)),
+            (":tries", request::n(outcome.tries)),
         ];
         values.extend(LEASE.ours_values(c.lock_until_ms));
         if let Some(f) = failures {
             set.push_str(", #failures = :failures, #fv = :version");
             names.extend([("#failures", "failures"), ("#fv", "failed_version")]);
-            values.extend([(":failures", n(i64::from(f))), (":version", s(&c.version))]);
+            values.extend([
+                (":failures", request::n(f)),
+                (":version", request::s(c.version.as_str())),
+            ]);
         }
         if failures.is_some_and(|f| f <= MAX_HISTORY) {
             set.push_str(", #history = list_append(if_not_exists(#history, :empty), :entry)");
             names.push(("#history", "history"));
             values.extend([
-                (":empty", list(Vec::new())),
-                (":entry", list(vec![outcome.attribute()])),
+                (":empty", Attr::L(Vec::new())),
+                (":entry", Attr::L(vec![outcome.attribute()])),
             ]);
         }
-        let (names, values) = LEASE.expression(&names, values);
-        let mut body = self.update(
-            c,
-            &format!("{set} ADD #tries :tries REMOVE #lease"),
-            names,
-            values,
-        );
-        body["ConditionExpression"] = OURS.into();
+        set.push_str(" ADD #tries :tries REMOVE #lease");
+        let body = Write {
+            condition_expression: Some(OURS),
+            ..self.update(c, set, names, values)
+        };
         written(self.client.call("UpdateItem", &body).await).map_err(LedgerError)?;
         Ok(())
     }

@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 
 use super::{Booking, BreakerPolicy, ControlError, ControlState, DeliveryControl, RateLimit};
-use crate::aws_json::item::{self, CONDITION_FAILED, n, number, s, text};
+use crate::aws_json::item::{CONDITION_FAILED, number, s, text};
+use crate::aws_json::request::{Attr, Write, n};
 use crate::aws_json::{AwsJsonClient, CallError};
 use crate::delivery::names::DestinationName;
 use crate::router::ledger::count;
@@ -37,20 +38,19 @@ impl DynamoDbDeliveryControl {
         expression: &str,
         condition: Option<&str>,
         names: &[(&str, &str)],
-        values: Vec<(&str, Value)>,
+        values: Vec<(&str, Attr<'_>)>,
     ) -> Result<Settled, ControlError> {
-        let mut body = json!({
-            "TableName": self.table,
-            "Key": { "pk": s(&delivery_control_key(destination)) },
-            "UpdateExpression": expression,
-            "ExpressionAttributeNames": item::names(names),
-            "ExpressionAttributeValues": item::values(values),
-            "ReturnValues": "ALL_NEW",
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        });
-        if let Some(condition) = condition {
-            body["ConditionExpression"] = condition.into();
-        }
+        let body = Write {
+            table_name: &self.table,
+            key: Some(delivery_control_key(destination).into()),
+            update_expression: Some(expression.into()),
+            condition_expression: condition,
+            expression_attribute_names: names.to_vec(),
+            expression_attribute_values: values,
+            return_values: Some("ALL_NEW"),
+            return_values_on_condition_check_failure: Some("ALL_OLD"),
+            ..Write::default()
+        };
         settled(self.client.call("UpdateItem", &body).await)
     }
 }
@@ -163,9 +163,9 @@ impl DeliveryControl for DynamoDbDeliveryControl {
                 ],
                 vec![
                     (":until", n(until)),
-                    (":opens", n(i64::from(opens))),
+                    (":opens", n(opens)),
                     (":zero", n(0)),
-                    (":threshold", n(i64::from(policy.threshold.max(1)))),
+                    (":threshold", n(policy.threshold.max(1))),
                     (":now", n(now_ms)),
                 ],
             )
@@ -218,7 +218,7 @@ impl DeliveryControl for DynamoDbDeliveryControl {
             ],
             vec![
                 (":until", n(until_ms)),
-                (":threshold", n(i64::from(policy.threshold.max(1)))),
+                (":threshold", n(policy.threshold.max(1))),
                 (":now", n(now_ms)),
             ],
         )
