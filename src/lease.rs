@@ -65,7 +65,7 @@ impl Lease {
             expression_attribute_values: self.ours_values(until_ms).into(),
             ..Write::default()
         };
-        item::written(client.call("DeleteItem", &body).await)
+        item::written(client.write("DeleteItem", &body).await)
     }
 }
 

@@ -106,7 +106,7 @@ impl EventArchive {
             expression_attribute_values: vec![(":v", request::s(e.version.as_str()))],
             ..Write::default()
         };
-        written(self.client.call("PutItem", &body).await).map(|_| ())
+        written(self.client.write("PutItem", &body).await).map(|_| ())
     }
 
     /// Notes why the router sent the lead to the dead-letter queue.
@@ -127,7 +127,7 @@ impl EventArchive {
             ],
             ..Write::default()
         };
-        written(self.client.call("UpdateItem", &body).await).map(|_| ())
+        written(self.client.write("UpdateItem", &body).await).map(|_| ())
     }
 
     /// One event and its destinations' records (one read of up to six items).

@@ -5,9 +5,10 @@
 //! a fresh signing key) cost more CPU than the call itself (docs/performance.md).
 //!
 //! It keeps what correctness needs, read from the same `SdkConfig` the SDK clients use: the
-//! region, the credentials (cached, refreshed before they expire), `AWS_ENDPOINT_URL[_SERVICE]`,
+//! region, the credentials (cached, refreshed before they expire), `AWS_ENDPOINT_URL[_SERVICE]` or
+//! the endpoint the SDK's rules give (FIPS, dual-stack, every partition),
 //! the attempt and operation timeouts, and the standard retry policy (`AWS_MAX_ATTEMPTS`,
-//! full-jitter backoff, on throttling, 5xx and transport errors).
+//! full-jitter backoff, on throttling, 500/502/503/504 and transport errors).
 
 pub mod credentials;
 pub mod https;
@@ -106,12 +107,13 @@ impl CallError {
         }
     }
 
-    /// Worth another attempt: throttling, a 5xx, or no answer at all.
+    /// Worth another attempt: throttling, the SDKs' transient statuses (500, 502, 503, 504) and
+    /// codes, or no answer at all. A 501 (not implemented) will not change on a second try.
     fn retryable(&self) -> bool {
         match self {
             CallError::Service(e) => {
                 let (status, code) = (&e.status, &e.code);
-                *status >= 500
+                matches!(status, 500 | 502 | 503 | 504)
                     || THROTTLING.contains(&code.as_str())
                     || TRANSIENT.contains(&code.as_str())
             }
@@ -211,6 +213,31 @@ fn endpoint(url: &str) -> Result<(hyper::Uri, String, String), String> {
     Ok((uri, host, path))
 }
 
+/// The endpoint the SDK's rules give `service` in `region` when no URL is configured, honouring
+/// `AWS_USE_FIPS_ENDPOINT` and `AWS_USE_DUALSTACK_ENDPOINT` as the SDK clients beside us do, in
+/// every partition (the suffixes are the SDK's partition table's). In GovCloud the plain
+/// endpoints of both services are already FIPS endpoints, so the rules keep them.
+fn default_url(service: Service, region: &str, fips: bool, dual_stack: bool) -> String {
+    let (suffix, dual_stack_suffix) = if region.starts_with("cn-") {
+        ("amazonaws.com.cn", "api.amazonwebservices.com.cn")
+    } else if region.starts_with("us-isob-") {
+        ("sc2s.sgov.gov", "sc2s.sgov.gov")
+    } else if region.starts_with("us-iso-") {
+        ("c2s.ic.gov", "c2s.ic.gov")
+    } else {
+        ("amazonaws.com", "api.aws")
+    };
+    let name = service.signing_name();
+    let gov = region.starts_with("us-gov-");
+    match (fips, dual_stack) {
+        (true, true) => format!("https://{name}-fips.{region}.{dual_stack_suffix}"),
+        (true, false) if gov => format!("https://{name}.{region}.{suffix}"),
+        (true, false) => format!("https://{name}-fips.{region}.{suffix}"),
+        (false, true) => format!("https://{name}.{region}.{dual_stack_suffix}"),
+        (false, false) => format!("https://{name}.{region}.{suffix}"),
+    }
+}
+
 impl AwsJsonClient {
     /// A client for `service` with `sdk`'s region, credentials, endpoint, timeouts and retries.
     pub fn new(
@@ -227,10 +254,11 @@ impl AwsJsonClient {
             .optional(service.endpoint_var())
             .or_else(|| sdk.endpoint_url().map(str::to_string))
             .unwrap_or_else(|| {
-                let suffix = if region.starts_with("cn-") { ".cn" } else { "" };
-                format!(
-                    "https://{}.{region}.amazonaws.com{suffix}",
-                    service.signing_name()
+                default_url(
+                    service,
+                    &region,
+                    sdk.use_fips().unwrap_or(false),
+                    sdk.use_dual_stack().unwrap_or(false),
                 )
             });
         let invalid = |reason: String| ConfigError::Invalid {
@@ -292,6 +320,22 @@ impl AwsJsonClient {
             })?;
             self.call_bytes(operation, Bytes::from(body)).await
         })
+    }
+
+    /// [`call`](Self::call) for a `PutItem`, `UpdateItem` or `DeleteItem`. Debug builds (every
+    /// test) first check its expressions as DynamoDB will: moto checks only some of it.
+    pub fn write<'s>(
+        &'s self,
+        operation: &'static str,
+        body: &request::Write<'_>,
+    ) -> futures::future::BoxFuture<'s, Result<serde_json::Value, CallError>> {
+        debug_assert_eq!(
+            body.expression_mistake(),
+            None,
+            "{operation} to {}",
+            body.table_name
+        );
+        self.call(operation, body)
     }
 
     async fn call_bytes(
@@ -450,6 +494,98 @@ mod tests {
     }
 
     #[test]
+    fn default_endpoints_follow_the_sdk_rules_for_fips_dual_stack_and_partitions() {
+        use Service::{DynamoDb, Sqs};
+        // Each expectation is one of the SDK's own endpoint-rule test cases.
+        let cases = [
+            (
+                DynamoDb,
+                "us-east-1",
+                false,
+                false,
+                "https://dynamodb.us-east-1.amazonaws.com",
+            ),
+            (
+                DynamoDb,
+                "us-east-1",
+                true,
+                false,
+                "https://dynamodb-fips.us-east-1.amazonaws.com",
+            ),
+            (
+                DynamoDb,
+                "us-east-1",
+                true,
+                true,
+                "https://dynamodb-fips.us-east-1.api.aws",
+            ),
+            (
+                DynamoDb,
+                "us-east-1",
+                false,
+                true,
+                "https://dynamodb.us-east-1.api.aws",
+            ),
+            (
+                Sqs,
+                "us-east-1",
+                true,
+                false,
+                "https://sqs-fips.us-east-1.amazonaws.com",
+            ),
+            (
+                Sqs,
+                "cn-north-1",
+                false,
+                false,
+                "https://sqs.cn-north-1.amazonaws.com.cn",
+            ),
+            (
+                DynamoDb,
+                "cn-north-1",
+                false,
+                true,
+                "https://dynamodb.cn-north-1.api.amazonwebservices.com.cn",
+            ),
+            (
+                DynamoDb,
+                "us-gov-west-1",
+                true,
+                false,
+                "https://dynamodb.us-gov-west-1.amazonaws.com",
+            ),
+            (
+                Sqs,
+                "us-gov-east-1",
+                true,
+                true,
+                "https://sqs-fips.us-gov-east-1.api.aws",
+            ),
+            (
+                Sqs,
+                "us-iso-east-1",
+                true,
+                false,
+                "https://sqs-fips.us-iso-east-1.c2s.ic.gov",
+            ),
+            (
+                DynamoDb,
+                "us-isob-east-1",
+                false,
+                false,
+                "https://dynamodb.us-isob-east-1.sc2s.sgov.gov",
+            ),
+        ];
+        for (service, region, fips, dual_stack, want) in cases {
+            assert_eq!(
+                default_url(service, region, fips, dual_stack),
+                want,
+                "{service:?} {region} fips={fips} dual_stack={dual_stack}"
+            );
+        }
+    }
+
+    #[test]
     fn backoff_is_full_jitter_under_a_doubling_cap() {
         let p = RetryPolicy {
             max_attempts: 5,
@@ -479,6 +615,7 @@ mod tests {
         assert!(service(400, "ThrottlingException").retryable());
         assert!(service(500, "InternalServerError").retryable());
         assert!(service(503, "ServiceUnavailable").retryable());
+        assert!(!service(501, "NotImplemented").retryable());
         assert!(!service(400, "ConditionalCheckFailedException").retryable());
         assert!(!service(400, "ValidationException").retryable());
         assert!(!service(400, "ResourceNotFoundException").retryable());

@@ -104,6 +104,35 @@ pub struct Write<'a> {
     pub return_values_on_condition_check_failure: Option<&'static str>,
 }
 
+impl Write<'_> {
+    /// What DynamoDB would reject in this request's expressions before running it: a `#name` or
+    /// `:value` they use that is not supplied, one supplied that they do not use, or one supplied
+    /// twice (written as a JSON object, the second would silently replace the first).
+    pub fn expression_mistake(&self) -> Option<String> {
+        let expressions = [self.update_expression.as_deref(), self.condition_expression];
+        let used: Vec<&str> = expressions
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e.split(|c: char| !(c.is_alphanumeric() || "#:_".contains(c))))
+            .filter(|t| t.starts_with('#') || t.starts_with(':'))
+            .collect();
+        let names = self.expression_attribute_names.iter().map(|(k, _)| *k);
+        let values = self.expression_attribute_values.iter().map(|(k, _)| *k);
+        let supplied: Vec<&str> = names.chain(values).collect();
+        if let Some(missing) = used.iter().find(|t| !supplied.contains(t)) {
+            return Some(format!("{missing} is used but not supplied"));
+        }
+        if let Some(unused) = supplied.iter().find(|t| !used.contains(t)) {
+            return Some(format!("{unused} is supplied but not used"));
+        }
+        let twice = supplied
+            .iter()
+            .enumerate()
+            .find(|(i, t)| supplied[..*i].contains(t));
+        twice.map(|(_, t)| format!("{t} is supplied twice"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +182,49 @@ mod tests {
             serde_json::to_string(&put).unwrap(),
             r#"{"TableName":"t","Item":{"pk":{"S":"k"},"n":{"N":"9223372036854775807"}}}"#
         );
+    }
+
+    #[test]
+    fn expression_mistakes_are_found_before_dynamodb_finds_them() {
+        let good = Write {
+            table_name: "t",
+            update_expression: Some("SET #a = :a ADD #n :one".into()),
+            condition_expression: Some("attribute_not_exists(#a) OR #a < :a"),
+            expression_attribute_names: vec![("#a", "a"), ("#n", "n")],
+            expression_attribute_values: vec![(":a", n(1)), (":one", n(1))],
+            ..Write::default()
+        };
+        assert_eq!(good.expression_mistake(), None);
+        let missing = Write {
+            expression_attribute_values: vec![(":a", n(1))],
+            ..good
+        };
+        assert_eq!(
+            missing.expression_mistake().as_deref(),
+            Some(":one is used but not supplied")
+        );
+        let unused = Write {
+            expression_attribute_values: vec![(":a", n(1)), (":one", n(1)), (":two", n(2))],
+            ..missing
+        };
+        assert_eq!(
+            unused.expression_mistake().as_deref(),
+            Some(":two is supplied but not used")
+        );
+        let twice = Write {
+            expression_attribute_names: vec![("#a", "a"), ("#n", "n"), ("#a", "b")],
+            expression_attribute_values: vec![(":a", n(1)), (":one", n(1))],
+            ..unused
+        };
+        assert_eq!(
+            twice.expression_mistake().as_deref(),
+            Some("#a is supplied twice")
+        );
+        let put = Write {
+            table_name: "t",
+            item: vec![("pk", s("k"))],
+            ..Write::default()
+        };
+        assert_eq!(put.expression_mistake(), None);
     }
 }

@@ -96,7 +96,7 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
             return_values_on_condition_check_failure: Some("ALL_OLD"),
             ..Write::default()
         };
-        match self.client.call("PutItem", &body).await {
+        match self.client.write("PutItem", &body).await {
             Ok(_) => Ok(Begin::Claimed),
             Err(e) if e.code() == Some(CONDITION_FAILED) => {
                 let held = match e.body().and_then(|b| b.get("Item")) {
@@ -136,7 +136,7 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
             ..Write::default()
         };
         self.client
-            .call("UpdateItem", &body)
+            .write("UpdateItem", &body)
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -307,7 +307,7 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
                 values,
             )
         };
-        match self.client.call("UpdateItem", &body).await {
+        match self.client.write("UpdateItem", &body).await {
             Ok(out) => Ok(ClaimOutcome::Claimed {
                 failures: out
                     .get("Attributes")
@@ -361,7 +361,7 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             values,
         );
         self.client
-            .call("UpdateItem", &body)
+            .write("UpdateItem", &body)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -428,7 +428,7 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             condition_expression: Some(OURS),
             ..self.update(c, set, names, values)
         };
-        written(self.client.call("UpdateItem", &body).await).map_err(LedgerError)?;
+        written(self.client.write("UpdateItem", &body).await).map_err(LedgerError)?;
         Ok(())
     }
 }

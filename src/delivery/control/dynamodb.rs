@@ -51,7 +51,7 @@ impl DynamoDbDeliveryControl {
             return_values_on_condition_check_failure: Some("ALL_OLD"),
             ..Write::default()
         };
-        settled(self.client.call("UpdateItem", &body).await)
+        settled(self.client.write("UpdateItem", &body).await)
     }
 }
 
