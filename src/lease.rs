@@ -84,7 +84,7 @@ mod tests {
         let lapsed: Vec<&str> = lease.lapsed_values(0).iter().map(|(k, _)| *k).collect();
         let ours: Vec<&str> = lease.ours_values(0).iter().map(|(k, _)| *k).collect();
         for (condition, values) in [(lapsed!(), &lapsed), (OURS, &ours)] {
-            for token in condition.split(|c: char| !(c.is_alphanumeric() || "#:_".contains(c))) {
+            for token in crate::aws_json::request::placeholders(condition) {
                 if token.starts_with('#') {
                     assert!(names.contains(&token), "{token} in {condition}");
                 }

@@ -215,8 +215,7 @@ fn endpoint(url: &str) -> Result<(hyper::Uri, String, String), String> {
 
 /// The endpoint the SDK's rules give `service` in `region` when no URL is configured, honouring
 /// `AWS_USE_FIPS_ENDPOINT` and `AWS_USE_DUALSTACK_ENDPOINT` as the SDK clients beside us do, in
-/// every partition (the suffixes are the SDK's partition table's). In GovCloud the plain
-/// endpoints of both services are already FIPS endpoints, so the rules keep them.
+/// every partition (the suffixes are the SDK's partition table's).
 fn default_url(service: Service, region: &str, fips: bool, dual_stack: bool) -> String {
     let (suffix, dual_stack_suffix) = if region.starts_with("cn-") {
         ("amazonaws.com.cn", "api.amazonwebservices.com.cn")
@@ -227,15 +226,18 @@ fn default_url(service: Service, region: &str, fips: bool, dual_stack: bool) -> 
     } else {
         ("amazonaws.com", "api.aws")
     };
-    let name = service.signing_name();
-    let gov = region.starts_with("us-gov-");
-    match (fips, dual_stack) {
-        (true, true) => format!("https://{name}-fips.{region}.{dual_stack_suffix}"),
-        (true, false) if gov => format!("https://{name}.{region}.{suffix}"),
-        (true, false) => format!("https://{name}-fips.{region}.{suffix}"),
-        (false, true) => format!("https://{name}.{region}.{dual_stack_suffix}"),
-        (false, false) => format!("https://{name}.{region}.{suffix}"),
-    }
+    // GovCloud's plain endpoints already are its FIPS endpoints, except on dual-stack.
+    let fips = fips && (dual_stack || !region.starts_with("us-gov-"));
+    let label = if fips { "-fips" } else { "" };
+    let suffix = if dual_stack {
+        dual_stack_suffix
+    } else {
+        suffix
+    };
+    format!(
+        "https://{}{label}.{region}.{suffix}",
+        service.signing_name()
+    )
 }
 
 impl AwsJsonClient {

@@ -104,6 +104,13 @@ pub struct Write<'a> {
     pub return_values_on_condition_check_failure: Option<&'static str>,
 }
 
+/// The `#name` and `:value` placeholders an expression uses, in order.
+pub fn placeholders(expression: &str) -> impl Iterator<Item = &str> {
+    expression
+        .split(|c: char| !(c.is_alphanumeric() || "#:_".contains(c)))
+        .filter(|t| t.starts_with('#') || t.starts_with(':'))
+}
+
 impl Write<'_> {
     /// What DynamoDB would reject in this request's expressions before running it: a `#name` or
     /// `:value` they use that is not supplied, one supplied that they do not use, or one supplied
@@ -113,8 +120,7 @@ impl Write<'_> {
         let used: Vec<&str> = expressions
             .into_iter()
             .flatten()
-            .flat_map(|e| e.split(|c: char| !(c.is_alphanumeric() || "#:_".contains(c))))
-            .filter(|t| t.starts_with('#') || t.starts_with(':'))
+            .flat_map(placeholders)
             .collect();
         let names = self.expression_attribute_names.iter().map(|(k, _)| *k);
         let values = self.expression_attribute_values.iter().map(|(k, _)| *k);
