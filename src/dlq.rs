@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::delivery::http::redact;
 use crate::envelope::Envelope;
-use crate::queue::sqs::{REASON_ATTRIBUTE, RECEIVES_ATTRIBUTE};
+use crate::queue::{LEGACY_REASON_ATTRIBUTE, REASON_ATTRIBUTE, RECEIVES_ATTRIBUTE};
 use crate::router::ledger::DeliveryLedger;
 use crate::router::rules::{DestinationName, RoutingRule, route};
 
@@ -146,7 +146,7 @@ impl<L: DeliveryLedger> DeadLetters<L> {
                         .get(&MessageSystemAttributeName::ApproximateReceiveCount)
                         .and_then(|c| c.parse().ok())
                 }),
-            reason: custom(REASON_ATTRIBUTE),
+            reason: custom(REASON_ATTRIBUTE).or_else(|| custom(LEGACY_REASON_ATTRIBUTE)),
             trace_header: attrs
                 .get(&MessageSystemAttributeName::AwsTraceHeader)
                 .cloned(),
@@ -251,11 +251,14 @@ impl<L: DeliveryLedger> DeadLetters<L> {
         d: &DeadLetter,
         env: &Envelope,
     ) -> Result<(), DlqError> {
+        // Owed anew from now: the retry schedule's total counts again from the redrive.
+        let mut again = env.clone();
+        again.redriven_at_ms = Some(crate::clock::epoch_ms(std::time::SystemTime::now()));
         let mut req = self
             .sqs
             .send_message()
             .queue_url(queue_url)
-            .message_body(&d.body);
+            .message_body(again.to_json());
         if queue_url.ends_with(".fifo") {
             req = req
                 .message_group_id(env.source.clone().unwrap_or_else(|| "default".into()))

@@ -23,6 +23,9 @@ pub struct Envelope {
     /// Set by `clayhook events replay` (absent from what ingest sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<Replay>,
+    /// When `clayhook dlq redrive` sent it back (epoch ms): the lead is owed anew from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven_at_ms: Option<i64>,
 }
 
 /// A replay of an archived lead: through the queue, so rules, limits and the breaker apply.
@@ -92,6 +95,7 @@ impl Envelope {
             source,
             lead,
             replay: None,
+            redriven_at_ms: None,
         }
     }
 
@@ -134,6 +138,15 @@ impl Envelope {
         OffsetDateTime::parse(&self.received_at, &Rfc3339)
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
             .unwrap_or(0)
+    }
+
+    /// Since when the lead is owed to its destinations: ingest's acceptance, or a later replay
+    /// or redrive (epoch ms). `RETRY_SCHEDULE_TOTAL` after this, whatever is still owed goes
+    /// to the dead-letter queue.
+    pub fn owed_since_ms(&self) -> i64 {
+        self.received_at_ms()
+            .max(self.replay.as_ref().map_or(0, |r| r.at_ms))
+            .max(self.redriven_at_ms.unwrap_or(0))
     }
 
     pub fn parse(body: &str) -> Result<Self, EnvelopeError> {

@@ -3,7 +3,7 @@
 //! destination that is down for an afternoon still gets every lead. The dead-letter queue comes
 //! only after the schedule. Pure: the router asks, the queue adapter carries it out.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::config::{ConfigError, Env};
 
@@ -11,8 +11,23 @@ use crate::config::{ConfigError, Env};
 pub const DEFAULT_SCHEDULE: &str = "30s,2m,10m,30m,1h,2h";
 /// `RETRY_SCHEDULE_TOTAL`: the last step repeats until the waits add up to this.
 pub const DEFAULT_TOTAL: &str = "24h";
-/// SQS's longest visibility timeout.
-pub const MAX_STEP: Duration = Duration::from_secs(12 * 3600);
+/// SQS keeps a received message invisible at most 12 hours from that receive: a
+/// `ChangeMessageVisibility` ending later is refused (not shortened).
+pub const SQS_MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+/// Kept clear of SQS's limit: the event source mapping's batching window (up to 5 minutes
+/// between the receive and the invocation), the clocks, and the call itself.
+pub const VISIBILITY_MARGIN: Duration = Duration::from_secs(6 * 60);
+/// The longest step: SQS's 12 h less the margin and the longest invocation (15 minutes), so a
+/// step is honoured whenever in the invocation it is asked for.
+pub const MAX_STEP: Duration = Duration::from_secs(12 * 3600 - 30 * 60);
+
+/// The longest visibility SQS still takes for a message received no earlier than `received`
+/// (for a Lambda, the invocation's start), asked at `now`: 12 h since the receive, less what has
+/// passed and [`VISIBILITY_MARGIN`]. Every wait on the queue goes through this.
+pub fn visibility_limit(received: SystemTime, now: SystemTime) -> Duration {
+    let passed = now.duration_since(received).unwrap_or_default();
+    SQS_MAX_VISIBILITY.saturating_sub(passed + VISIBILITY_MARGIN)
+}
 /// The queues keep messages 14 days; the schedule must end well inside that.
 pub const MAX_TOTAL: Duration = Duration::from_secs(13 * 86_400);
 
@@ -57,7 +72,9 @@ impl RetrySchedule {
                 .ok_or_else(|| format!("{step:?} is not a duration (like 30s, 10m, 1h)"))?;
             if d.is_zero() || d > MAX_STEP {
                 return Err(format!(
-                    "{step:?}: each step must be between 1s and 12h (SQS's longest visibility)"
+                    "{step:?}: each step must be between 1s and 690m (11h30m: SQS keeps a \
+                     message invisible at most 12h from its receive, less the invocation and a \
+                     margin)"
                 ));
             }
             listed.push(d);
@@ -153,6 +170,9 @@ mod tests {
             ("", "1h"),
             ("0s", "1h"),
             ("13h", "1d"),
+            // SQS's 12 h cannot be honoured once any time has passed since the receive.
+            ("12h", "1d"),
+            ("691m", "1d"),
             ("5x", "1h"),
             ("1m", "14d"),
             ("1m", "soon"),
@@ -165,5 +185,25 @@ mod tests {
         assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("h"), None);
+        let longest = RetrySchedule::parse("690m", "1d").unwrap();
+        assert_eq!(longest.wait_after(1), Some(MAX_STEP));
+    }
+
+    #[test]
+    fn every_wait_fits_what_sqs_still_allows_since_the_receive() {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s: u64| received + Duration::from_secs(s);
+        assert_eq!(
+            visibility_limit(received, at(0)),
+            SQS_MAX_VISIBILITY - VISIBILITY_MARGIN
+        );
+        // Time passed since the receive comes off: asked 10 minutes in, 12 h less 16 minutes.
+        assert_eq!(
+            visibility_limit(received, at(600)),
+            Duration::from_secs(12 * 3600 - 600 - 360)
+        );
+        // Any step of a schedule that parses is honoured in an invocation of up to 15 minutes.
+        assert!(MAX_STEP <= visibility_limit(received, at(15 * 60)));
+        assert_eq!(visibility_limit(received, at(13 * 3600)), Duration::ZERO);
     }
 }

@@ -122,6 +122,16 @@ impl DestinationSettings {
         let webhook = |var| -> Result<Option<Webhook>, ConfigError> {
             Ok(env.url(var)?.map(|u| Webhook::new(u, signing.clone())))
         };
+        if env.optional("HUBSPOT_ACCESS_TOKEN").is_some()
+            && env.optional("CRM_WEBHOOK_URL").is_some()
+        {
+            return Err(ConfigError::Invalid {
+                var: "CRM_WEBHOOK_URL",
+                reason: "set together with HUBSPOT_ACCESS_TOKEN: the crm destination is one of \
+                         them; unset the one you do not mean"
+                    .into(),
+            });
+        }
         let crm = match env.optional("HUBSPOT_ACCESS_TOKEN") {
             Some(token) if token.len() < crate::auth::MIN_SECRET_BYTES => {
                 return Err(ConfigError::Invalid {

@@ -8,8 +8,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 
 use super::feeder::{Intake, IntakeError};
 
-/// The message attribute that says why a record was dead-lettered.
-pub const REASON_ATTRIBUTE: &str = "clayhook-reason";
+pub use crate::queue::REASON_ATTRIBUTE;
 
 #[derive(Clone, Debug)]
 pub struct SqsIntake {

@@ -4,6 +4,14 @@ pub mod sqs;
 
 use std::future::Future;
 
+/// The message attribute holding why a record is in a dead-letter queue: the lead DLQ's and the
+/// intake DLQ's alike.
+pub const REASON_ATTRIBUTE: &str = "clayhook_reason";
+/// The intake DLQ's spelling before one name was chosen: still read, for messages already there.
+pub const LEGACY_REASON_ATTRIBUTE: &str = "clayhook-reason";
+/// The message attribute holding how many receives it had.
+pub const RECEIVES_ATTRIBUTE: &str = "clayhook_receives";
+
 /// One message for the lead queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {

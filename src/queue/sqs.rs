@@ -98,10 +98,7 @@ impl SqsRedelivery {
     }
 }
 
-/// The message attribute holding why a record is in the DLQ.
-pub const REASON_ATTRIBUTE: &str = "clayhook_reason";
-/// The message attribute holding how many receives it had.
-pub const RECEIVES_ATTRIBUTE: &str = "clayhook_receives";
+pub use super::{LEGACY_REASON_ATTRIBUTE, REASON_ATTRIBUTE, RECEIVES_ATTRIBUTE};
 
 fn attribute(data_type: &str, value: String) -> Result<MessageAttributeValue, QueueError> {
     MessageAttributeValue::builder()

@@ -169,12 +169,20 @@ mod tests {
         assert!(!e.to_string().contains("c2hvcnQta2V5"), "{e}");
         let e = router(&[t, ("RETRY_CAP_MS", "0")]).unwrap_err();
         assert!(e.to_string().contains("RETRY_CAP_MS"), "{e}");
-        let c = router(&[
+        // Both crm settings at once: refused, naming both, never one silently winning.
+        let e = router(&[
             t,
             ("HUBSPOT_ACCESS_TOKEN", "pat-secret-0123456789"),
             ("CRM_WEBHOOK_URL", "http://x"),
         ])
-        .unwrap();
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("CRM_WEBHOOK_URL")
+                && e.to_string().contains("HUBSPOT_ACCESS_TOKEN"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("pat-secret"), "{e}");
+        let c = router(&[t, ("HUBSPOT_ACCESS_TOKEN", "pat-secret-0123456789")]).unwrap();
         let shown = format!("{c:?}");
         assert!(
             shown.contains("hubspot") && !shown.contains("pat-secret"),

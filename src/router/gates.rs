@@ -97,9 +97,24 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
         if !self.active() {
             return Ok(Gate::Pass);
         }
-        match self.state(d).gate(self.policy(), now_ms()) {
-            Gate::Wait { until_ms, held } => Err(Hold { until_ms, held }),
+        let now = now_ms();
+        match self.state(d).gate(self.policy(), now) {
+            Gate::Wait { until_ms, held } => Err(self.bounded(Hold { until_ms, held }, now)),
             other => Ok(other),
+        }
+    }
+
+    /// A pause comes from a destination's answer: never longer than `MAX_VENDOR_WAIT` from now,
+    /// even one written before the bound (or by an instance with a longer one).
+    fn bounded(&self, hold: Hold, now: i64) -> Hold {
+        if hold.held != Held::Paused {
+            return hold;
+        }
+        Hold {
+            until_ms: hold
+                .until_ms
+                .min(now + self.settings.max_vendor_wait.as_millis() as i64),
+            ..hold
         }
     }
 
@@ -117,7 +132,9 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
             Ok(Err(found)) => {
                 self.keep(d, found);
                 match found.gate(self.policy(), now) {
-                    Gate::Wait { until_ms, held } => Err(Hold { until_ms, held }),
+                    Gate::Wait { until_ms, held } => {
+                        Err(self.bounded(Hold { until_ms, held }, now))
+                    }
                     // Closed since, or the probe lapsed between the read and the write: wait a
                     // moment rather than race for it again.
                     _ => Err(Hold {
@@ -226,7 +243,9 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
             }
             // A 429 says "slower", not "down": it pauses, it never counts toward the breaker.
             (Attempt::Status { status: 429, .. }, Class::Transient { not_before }) => {
-                let wait = not_before.unwrap_or(PAUSE_WITHOUT_RETRY_AFTER);
+                let wait = not_before
+                    .unwrap_or(PAUSE_WITHOUT_RETRY_AFTER)
+                    .min(self.settings.max_vendor_wait);
                 let until = now + wait.as_millis() as i64;
                 metrics.count("Paused", &dims);
                 warn!(destination = %d, wait_ms = wait.as_millis() as u64, "429: the destination is paused for every router");

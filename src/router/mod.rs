@@ -15,7 +15,7 @@ use tracing::{Instrument, error, info, warn};
 use crate::delivery::control::config::ControlSettings;
 use crate::delivery::control::{DeliveryControl, Gate, Held, NoControl};
 use crate::delivery::retry::{Attempt, Class, Next, Retried, RetryPolicy, classify, drive};
-use crate::delivery::schedule::RetrySchedule;
+use crate::delivery::schedule::{RetrySchedule, visibility_limit};
 use crate::destinations::Destinations;
 use crate::envelope::Envelope;
 use crate::metrics::Metrics;
@@ -188,6 +188,9 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         deadline: SystemTime,
         metrics: &Metrics,
     ) -> Result<SqsBatchResponse, RouterError> {
+        // The records were received no earlier than this (less the batching window, which
+        // the visibility margin covers): SQS's 12 h for their waits count from here.
+        let invoked_at = SystemTime::now();
         let records = event.records;
         let total = records.len();
         let last_receives: Vec<String> = records
@@ -203,7 +206,8 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         let gates = Gates::load(&self.control, &self.settings.control, &configured).await;
         let gates = &gates;
         let failed: Vec<Option<String>> = if fifo {
-            self.handle_fifo(records, deadline, gates, metrics).await
+            self.handle_fifo(records, (invoked_at, deadline), gates, metrics)
+                .await
         } else {
             // Each record's own deliveries, concurrently; then the batched destinations' one
             // request for all of them; then each record is settled.
@@ -230,7 +234,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             }
             futures::stream::iter(done)
                 .map(|(r, result, _)| async move {
-                    let ok = self.settle(&r, result, metrics).await;
+                    let ok = self.settle(&r, result, invoked_at, metrics).await;
                     (!ok).then_some(r.message_id)
                 })
                 .buffer_unordered(self.settings.concurrency.max(1))
@@ -278,7 +282,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
     async fn handle_fifo(
         &self,
         records: Vec<SqsMessage>,
-        deadline: SystemTime,
+        (invoked_at, deadline): (SystemTime, SystemTime),
         gates: &Gates<'_, C>,
         metrics: &Metrics,
     ) -> Vec<Option<String>> {
@@ -310,7 +314,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                             result = RecordResult::of(vec![result, b]);
                         }
                     }
-                    if !self.settle(&r, result, metrics).await {
+                    if !self.settle(&r, result, invoked_at, metrics).await {
                         blocked = true;
                         failed.push(r.message_id);
                     }
@@ -325,7 +329,13 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
 
     /// What becomes of a record that did not succeed; `true` when it may be deleted from the
     /// queue (done, or now on the dead-letter queue), `false` when it stays and comes back.
-    async fn settle(&self, r: &SqsMessage, result: RecordResult, metrics: &Metrics) -> bool {
+    async fn settle(
+        &self,
+        r: &SqsMessage,
+        result: RecordResult,
+        invoked_at: SystemTime,
+        metrics: &Metrics,
+    ) -> bool {
         if result == RecordResult::Done {
             return true;
         }
@@ -336,10 +346,23 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         let message_id = r.message_id.as_deref().unwrap_or_default();
         let (reason, class) = match result {
             RecordResult::Done => return true,
+            RecordResult::Wait { why, .. } | RecordResult::Retry { why, .. }
+                if self.owed_too_long(r) =>
+            {
+                (
+                    format!(
+                        "still owed {} s after it was accepted (RETRY_SCHEDULE_TOTAL): {why}",
+                        self.settings.schedule.total().as_secs()
+                    ),
+                    "expired",
+                )
+            }
             RecordResult::Wait { until_ms, why } => {
                 let wait =
                     Duration::from_millis((until_ms - epoch_ms(SystemTime::now())).max(0) as u64);
-                return self.wait(r, wait, receives, &why, metrics).await;
+                return self
+                    .wait(r, wait, (receives, invoked_at), &why, metrics)
+                    .await;
             }
             RecordResult::Retry {
                 not_before,
@@ -360,6 +383,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                         let Some(handle) = r.receipt_handle.as_deref() else {
                             return false;
                         };
+                        let wait = wait.min(visibility_limit(invoked_at, SystemTime::now()));
                         match self.redelivery.delay(handle, wait).await {
                             Ok(()) => {
                                 metrics.count("RetryScheduled", &[]);
@@ -419,13 +443,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         &self,
         r: &SqsMessage,
         wait: Duration,
-        receives: u32,
+        (receives, invoked_at): (u32, SystemTime),
         why: &str,
         metrics: &Metrics,
     ) -> bool {
         let message_id = r.message_id.as_deref().unwrap_or_default();
         let spread = (wait / 10).min(Duration::from_secs(5));
-        let wait = wait.max(Duration::from_secs(1)) + spread.mul_f64(fastrand::f64());
+        let wait = (wait.max(Duration::from_secs(1)) + spread.mul_f64(fastrand::f64()))
+            .min(visibility_limit(invoked_at, SystemTime::now()));
         metrics.count("RecordsHeld", &[]);
         if self.requeued_fresh(r, receives, wait, why).await {
             return true;
@@ -442,6 +467,21 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             }
         }
         false
+    }
+
+    /// Whether the record's lead has been owed for the schedule's whole total since ingest
+    /// accepted it (or a redrive or replay sent it again): then no wait is left, held or not.
+    fn owed_too_long(&self, r: &SqsMessage) -> bool {
+        let Some(since) = r
+            .body
+            .as_deref()
+            .and_then(|b| Envelope::parse(b).ok())
+            .map(|e| e.owed_since_ms())
+            .filter(|ms| *ms > 0)
+        else {
+            return false;
+        };
+        epoch_ms(SystemTime::now()) - since >= self.settings.schedule.total().as_millis() as i64
     }
 
     /// Keeps the envelope in the archive (when `ARCHIVE_DAYS` is set); a failure is logged and
@@ -789,7 +829,8 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             Some(last) => match classify(last, SystemTime::now()) {
                 Class::Success => RecordResult::Done,
                 Class::Transient { not_before } => RecordResult::Retry {
-                    not_before,
+                    // The destination's own word on when to come back, within the bound.
+                    not_before: not_before.map(|n| n.min(self.settings.control.max_vendor_wait)),
                     why: format!("{dest}: {}", describe(last)),
                     failures: None,
                 },

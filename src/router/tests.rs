@@ -153,10 +153,25 @@ fn router() -> Router<MemoryLedger, ScriptedDestinations> {
     }
 }
 
+/// A lead accepted at `at`.
+fn envelope_at(name: &str, body: &str, at: SystemTime) -> Envelope {
+    let lead = Lead::parse(body.as_bytes()).unwrap().0;
+    Envelope::new(
+        crate::idempotency::sha256_hex(name.as_bytes()),
+        at,
+        None,
+        lead,
+    )
+}
+
+/// A lead accepted `received_s` seconds after a base an hour before the tests started: recent,
+/// so it is still owed (`RETRY_SCHEDULE_TOTAL` counts from its acceptance), in a fixed order.
 fn envelope(name: &str, body: &str, received_s: u64) -> Envelope {
+    static BASE: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| SystemTime::now() - Duration::from_secs(3_600));
     let lead = Lead::parse(body.as_bytes()).unwrap().0;
     let id = crate::idempotency::sha256_hex(name.as_bytes());
-    Envelope::new(id, UNIX_EPOCH + Duration::from_secs(received_s), None, lead)
+    Envelope::new(id, base + Duration::from_secs(received_s), None, lead)
 }
 
 fn record(message_id: &str, env: &Envelope, group: Option<&str>) -> SqsMessage {
@@ -369,7 +384,7 @@ fn received(message_id: &str, env: &Envelope, receives: u32) -> SqsMessage {
 #[tokio::test(start_paused = true)]
 async fn a_failing_record_waits_out_the_schedule_then_reaches_the_dlq_with_its_reason() {
     let r = scheduled_router("30s,2m", "150s");
-    let env = envelope("down", r#"{"icp_score":60}"#, 1_000);
+    let env = envelope_at("down", r#"{"icp_score":60}"#, SystemTime::now());
     // Nurture is down for every attempt of three receives.
     r.destinations.script(
         Nurture,
@@ -406,7 +421,7 @@ async fn a_ledger_outage_late_in_a_records_life_waits_instead_of_ending_the_sche
     r.ledger
         .down
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let env = envelope("held", r#"{"icp_score":60}"#, 1_000);
+    let env = envelope_at("held", r#"{"icp_score":60}"#, SystemTime::now());
     assert_eq!(failed(&r, vec![received("m1", &env, 40)]).await, ["m1"]);
     assert!(r.redelivery.letters.lock().unwrap().is_empty());
     assert_eq!(

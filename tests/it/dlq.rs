@@ -434,3 +434,60 @@ async fn dlq_messages(aws: &Aws, dlq: &str) -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// The intake DLQ's records carry their reason under the one attribute name the lead DLQ uses,
+/// and `clayhook dlq list` shows it; a record dead-lettered before the name was one (the old
+/// `clayhook-reason` spelling) still shows its reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_list_shows_the_reason_of_intake_dead_letters_in_either_spelling() {
+    use clayhook::feed::feeder::Intake;
+    use clayhook::feed::sqs::SqsIntake;
+    let aws = Aws::fresh().await;
+    let dlq = aws
+        .sqs
+        .create_queue()
+        .queue_name(crate::support::unique("intake-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let intake = SqsIntake {
+        client: aws.sqs.clone(),
+        queue_url: None,
+        dead_letter_url: Some(dlq.clone()),
+    };
+    let mut row = aws_lambda_events::sqs::SqsMessage::default();
+    row.body = Some("[1, 2]".into());
+    intake
+        .dead_letter(&row, "not a JSON object: an array")
+        .await
+        .unwrap();
+    let legacy = aws_sdk_sqs::types::MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value("clay answered 400")
+        .build()
+        .unwrap();
+    aws.sqs
+        .send_message()
+        .queue_url(&dlq)
+        .message_body("{\"row\":1}")
+        .message_attributes("clayhook-reason", legacy)
+        .send()
+        .await
+        .unwrap();
+
+    let r = clayhook(&aws, &dlq, &["list"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("reason not a JSON object: an array"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("reason clay answered 400"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("reason -"), "{}", r.stdout);
+}

@@ -199,7 +199,7 @@ async fn the_local_pipeline_receives_routes_and_feeds_clay_then_stops_on_sigterm
     let reason = dead[0]
         .message_attributes
         .as_ref()
-        .and_then(|a| a.get("clayhook-reason"))
+        .and_then(|a| a.get("clayhook_reason"))
         .and_then(|v| v.string_value.clone())
         .unwrap_or_default();
     assert!(reason.contains("array"), "{reason}");

@@ -312,6 +312,7 @@ pub async fn breaker_outage() -> Row {
             }),
             limits: Vec::new(),
             max_wait: Duration::from_secs(2),
+            ..ControlSettings::default()
         },
         // Eight failed receives over 14 s: far shorter than the outage. Were held receives
         // counted, leads would reach the DLQ.
@@ -432,6 +433,7 @@ pub async fn shared_rate_limit() -> Row {
                 },
             )],
             max_wait: Duration::from_secs(5),
+            ..ControlSettings::default()
         },
         schedule: RetrySchedule::parse("2s", "1h").unwrap(),
         max_receive_count: 1000,

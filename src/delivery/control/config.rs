@@ -15,6 +15,9 @@ use crate::delivery::schedule::parse_duration;
 pub const DEFAULT_RATE_LIMITS: &str = "crm=9/s:10,slack=1/s,zapier=25/s:5";
 /// Longest an invocation waits in line for a booked slot before the record waits on the queue.
 pub const DEFAULT_RATE_LIMIT_MAX_WAIT: &str = "5s";
+/// `MAX_VENDOR_WAIT`: the longest a destination's own answer (`Retry-After`, as seconds or a
+/// date) may hold it back. A misconfigured or hostile endpoint asking for a year gets this.
+pub const DEFAULT_MAX_VENDOR_WAIT: &str = "1h";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlSettings {
@@ -22,6 +25,9 @@ pub struct ControlSettings {
     pub breaker: Option<BreakerPolicy>,
     pub limits: Vec<(DestinationName, RateLimit)>,
     pub max_wait: Duration,
+    /// The longest wait a destination's answer may impose (`MAX_VENDOR_WAIT`): a `Retry-After`
+    /// or a pause asking for more is cut to this.
+    pub max_vendor_wait: Duration,
 }
 
 impl Default for ControlSettings {
@@ -30,6 +36,7 @@ impl Default for ControlSettings {
             breaker: None,
             limits: Vec::new(),
             max_wait: Duration::from_secs(5),
+            max_vendor_wait: Duration::from_secs(3600),
         }
     }
 }
@@ -84,6 +91,18 @@ impl ControlSettings {
             breaker,
             limits,
             max_wait: duration("RATE_LIMIT_MAX_WAIT", DEFAULT_RATE_LIMIT_MAX_WAIT)?,
+            max_vendor_wait: {
+                let wait = duration("MAX_VENDOR_WAIT", DEFAULT_MAX_VENDOR_WAIT)?;
+                if wait > crate::delivery::schedule::MAX_STEP {
+                    return Err(ConfigError::Invalid {
+                        var: "MAX_VENDOR_WAIT",
+                        reason: "at most 690m (11h30m): a longer wait could not be held on the \
+                                 queue"
+                            .into(),
+                    });
+                }
+                wait
+            },
         })
     }
 }
@@ -144,6 +163,13 @@ pub fn parse_rate_limits_with_off(
         }
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{entry:?}: the period must be like s, m, h or 10s"))?;
+        // Slots are whole milliseconds apart: a faster rate would silently become 1000/s.
+        if per.as_millis() < u128::from(count) {
+            return Err(format!(
+                "{entry:?}: more than 1000 requests per second cannot be paced (slots are whole \
+                 milliseconds apart); use at most 1000/s, or off"
+            ));
+        }
         if out.iter().any(|(n, _)| *n == name) {
             return Err(format!("{name} is listed twice"));
         }

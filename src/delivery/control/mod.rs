@@ -59,10 +59,13 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// Milliseconds between two requests at the sustained rate (at least 1).
+    /// Milliseconds between two requests at the sustained rate (at least 1), rounded up so the
+    /// pace never runs above the limit (`3/s` is one every 334 ms, not 333).
     pub fn interval_ms(&self) -> i64 {
         let per = self.per.as_millis() as i64;
-        (per / i64::from(self.count.max(1))).max(1)
+        (per.div_euclid(i64::from(self.count.max(1)))
+            + i64::from(per % i64::from(self.count.max(1)) != 0))
+        .max(1)
     }
 
     /// How far ahead of the sustained rate a burst may run (GCRA's tolerance).

@@ -175,6 +175,22 @@ fn rate_limits_parse_with_defaults_and_overrides() {
         "defaults kept"
     );
 
+    // A rate the millisecond slots cannot pace is refused by name, never floored to 1000/s.
+    let err = ControlSettings::read(&env_of(&[("DESTINATION_RATE_LIMITS", "zapier=2000/s")]))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("DESTINATION_RATE_LIMITS")
+            && err
+                .to_string()
+                .contains("more than 1000 requests per second"),
+        "{err}"
+    );
+    let fastest = parse_rate_limits_with_off("zapier=1000/s").unwrap();
+    assert_eq!(fastest[0].1.unwrap().interval_ms(), 1);
+    // Rounded up, so the pace stays at or under the limit: 3/s is one per 334 ms.
+    let third = parse_rate_limits_with_off("zapier=3/s").unwrap();
+    assert_eq!(third[0].1.unwrap().interval_ms(), 334);
+
     let err = ControlSettings::read(&env_of(&[("BREAKER_COOLDOWN", "soon")])).unwrap_err();
     assert!(err.to_string().contains("BREAKER_COOLDOWN"), "{err}");
 }

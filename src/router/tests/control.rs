@@ -117,6 +117,7 @@ fn controlled() -> Router<MemoryLedger, ScriptedDestinations, MemoryRedelivery, 
         breaker: Some(POLICY),
         limits: Vec::new(),
         max_wait: Duration::from_secs(5),
+        ..ControlSettings::default()
     };
     // One request per receive keeps the counting plain.
     settings.retry.max_attempts = 1;
@@ -342,4 +343,115 @@ async fn a_rate_limit_booked_far_ahead_holds_the_record_on_the_queue() {
     assert_eq!(delays.len(), 1);
     assert!(delays[0].1 >= Duration::from_secs(4), "{delays:?}");
     assert_eq!(ledger_failures(&r, &warm(1), Nurture), 0);
+}
+
+/// A vendor asking for a year (seconds, or a date in 2099) pauses its destination for at most
+/// `MAX_VENDOR_WAIT`; a pause already stored for longer is read back within the same bound.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_a_year_pauses_at_most_the_vendor_bound() {
+    let year = RetryAfter::Seconds(31_536_000);
+    let in_2099 = RetryAfter::At(UNIX_EPOCH + Duration::from_secs(4_070_908_800));
+    for retry_after in [year, in_2099] {
+        let mut r = controlled();
+        r.settings.concurrency = 1;
+        r.destinations
+            .script(Zapier, vec![status(429, Some(retry_after))]);
+        let failed_ids = failed(&r, vec![received("m0", &warm(0), 1)]).await;
+        assert_eq!(failed_ids, ["m0"]);
+        let bound = r.settings.control.max_vendor_wait.as_millis() as i64;
+        assert_eq!(bound, 3_600_000, "the default bound is an hour");
+        let paused = r.control.state(Zapier).paused_until_ms - epoch_ms(SystemTime::now());
+        assert!((bound - 5_000..=bound).contains(&paused), "{paused}");
+        // The record comes back within the bound (and the schedule's first step), not in a year.
+        let delays = r.redelivery.delays.lock().unwrap().clone();
+        assert_eq!(delays.len(), 1);
+        assert!(delays[0].1 <= Duration::from_secs(3_600), "{delays:?}");
+    }
+    // A pause stored for a year (by an older version) holds no longer than the bound either.
+    let r = controlled();
+    r.control.set(
+        Zapier,
+        ControlState {
+            paused_until_ms: epoch_ms(SystemTime::now()) + 31_536_000_000,
+            ..ControlState::default()
+        },
+    );
+    r.destinations.script(Nurture, vec![Attempt::Delivered]);
+    assert_eq!(failed(&r, vec![received("m1", &warm(1), 1)]).await, ["m1"]);
+    let delays = r.redelivery.delays.lock().unwrap().clone();
+    assert_eq!(delays.len(), 1);
+    assert!(delays[0].1 <= Duration::from_secs(3_600 + 5), "{delays:?}");
+}
+
+/// Held work has an end: a lead still owed once `RETRY_SCHEDULE_TOTAL` has passed since ingest
+/// accepted it goes to the DLQ with the reason (which destination, held by what), though its
+/// receives were only holds and counted no failure; a failing one likewise, before its steps
+/// are used up. A redrive starts the clock again.
+#[tokio::test(start_paused = true)]
+async fn a_lead_owed_past_the_schedules_total_reaches_the_dlq_with_what_held_it() {
+    let r = controlled();
+    let day = r.settings.schedule.total();
+    r.control.set(
+        Nurture,
+        ControlState {
+            failures: 3,
+            opens: 1,
+            open_until_ms: epoch_ms(SystemTime::now()) + 600_000,
+            ..ControlState::default()
+        },
+    );
+    r.destinations.script(Zapier, vec![Attempt::Delivered; 3]);
+    let old = envelope_at(
+        "old",
+        WARM,
+        SystemTime::now() - day - Duration::from_secs(1),
+    );
+    let recent = envelope_at(
+        "recent",
+        WARM,
+        SystemTime::now() - day + Duration::from_secs(60),
+    );
+    let mut redriven = old.clone();
+    redriven.redriven_at_ms = Some(epoch_ms(SystemTime::now()));
+    let records = vec![
+        received("old", &old, 2),
+        received("recent", &recent, 2),
+        received("redriven", &redriven, 1),
+    ];
+    let mut failed_ids = failed(&r, records).await;
+    failed_ids.sort();
+    assert_eq!(
+        failed_ids,
+        ["recent", "redriven"],
+        "the old one is dead-lettered"
+    );
+    let letters = r.redelivery.letters.lock().unwrap().clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let (id, reason, _) = &letters[0];
+    assert_eq!(id, "old");
+    assert_eq!(
+        reason,
+        &format!(
+            "still owed {} s after it was accepted (RETRY_SCHEDULE_TOTAL): nurture: breaker_open",
+            day.as_secs()
+        )
+    );
+    assert_eq!(
+        ledger_failures(&r, &old, Nurture),
+        0,
+        "no failure was counted"
+    );
+
+    // Failing, not held: the same end, before the schedule's steps are used up.
+    let r = controlled();
+    r.destinations.script(Nurture, vec![status(503, None)]);
+    r.destinations.script(Zapier, vec![Attempt::Delivered]);
+    assert!(failed(&r, vec![received("old", &old, 1)]).await.is_empty());
+    let letters = r.redelivery.letters.lock().unwrap().clone();
+    assert!(
+        letters[0]
+            .1
+            .ends_with("(RETRY_SCHEDULE_TOTAL): nurture: answered 503"),
+        "{letters:?}"
+    );
 }
