@@ -17,8 +17,6 @@ use super::{
 use crate::delivery::retry::{Attempt, Class, RetryPolicy, classify};
 use crate::metrics::Metrics;
 
-/// SQS keeps a message invisible for at most 12 hours.
-const MAX_POSTPONE_SECONDS: i64 = 43_200;
 /// Shortest time left worth starting a submission in.
 const MIN_TIME_FOR_A_ROW: Duration = Duration::from_secs(2);
 
@@ -175,6 +173,9 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
         deadline: SystemTime,
         metrics: &Metrics,
     ) -> Result<SqsBatchResponse, FeederError> {
+        // The records were received no earlier than this (less the batching window, which the
+        // visibility margin covers): SQS's 12 h for their waits count from here.
+        let invoked_at = SystemTime::now();
         let mut breaker = match self.store.breaker().await {
             Ok(b) => Some(b),
             Err(e) => {
@@ -208,7 +209,12 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
         if let Some(b) = breaker {
             let now = epoch_ms(SystemTime::now());
             if b.is_open(now) && !failed.is_empty() {
-                let seconds = ((b.open_until_ms - now) / 1000 + 1).clamp(1, MAX_POSTPONE_SECONDS);
+                // A budget spent before noon or a long cooldown reopens past what SQS holds a
+                // message for: the records come back sooner and wait again.
+                let limit =
+                    crate::delivery::schedule::visibility_limit(invoked_at, SystemTime::now());
+                let seconds =
+                    ((b.open_until_ms - now) / 1000 + 1).clamp(1, limit.as_secs().max(1) as i64);
                 info!(
                     records = failed.len(),
                     seconds, "circuit breaker open: records wait on the queue"

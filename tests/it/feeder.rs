@@ -472,3 +472,26 @@ async fn instances_share_one_breaker_and_never_undo_each_others_transitions() {
     assert_eq!(closed, clayhook::feed::BreakerState::default());
     assert_eq!(b.breaker().await.unwrap(), closed);
 }
+
+/// A 13 h cooldown (a budget spent before noon waits longer still) postpones the records to
+/// what SQS still allows since their receive: moto refuses the 12 h the feeder used to ask for
+/// once any time has passed, and the records would come back at their 1 s visibility.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postponement_longer_than_sqs_allows_still_holds_the_records() {
+    let rig = rig(Some(TOKEN)).await;
+    let mut s = settings(&rig, 1, "wrong-token");
+    s.breaker = BreakerPolicy {
+        threshold: 1,
+        cooldown: Duration::from_secs(13 * 3600),
+    };
+    let f = feeder(&rig, s);
+    let event = batch(&rig, &rows(2), 1).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let r = f.handle(event.clone(), deadline()).await.unwrap();
+    assert_eq!(failed_ids(&r), ids(&event, 0..2), "nothing is dropped");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        receive_now(&rig, &rig.aws.queue_url).await.is_empty(),
+        "the postponement was refused: the records came back"
+    );
+}

@@ -13,6 +13,7 @@ mod dlq;
 mod end_to_end;
 mod events;
 mod feeder;
+mod held;
 mod ingest;
 mod local;
 mod push;

@@ -1,0 +1,141 @@
+//! Every held record has an end, against moto's SQS, which refuses a visibility that would end
+//! more than 12 h after the message (as SQS does after the receive): a wait longer than SQS
+//! allows is cut to what it still takes, for the router and the feeder, so the record stays
+//! held instead of coming back at the queue's short visibility timeout.
+
+use crate::support::{Aws, lead_id};
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use clayhook::delivery::control::config::ControlSettings;
+use clayhook::delivery::control::dynamodb::DynamoDbDeliveryControl;
+use clayhook::delivery::control::{BreakerPolicy, DeliveryControl};
+use clayhook::delivery::retry::RetryPolicy;
+use clayhook::destinations::webhook::Webhook;
+use clayhook::destinations::{DestinationSettings, HttpDestinations};
+use clayhook::envelope::Envelope;
+use clayhook::lead::Lead;
+use clayhook::queue::sqs::SqsRedelivery;
+use clayhook::router::ledger::DynamoDbDeliveryLedger;
+use clayhook::router::rules::{DestinationName, default_rules};
+use clayhook::router::{Router, RouterSettings};
+use std::time::{Duration, SystemTime};
+
+/// Sends `body` and receives it back as a Lambda record with a real receipt handle, visible
+/// again after 1 s unless the handler holds it longer.
+async fn received(aws: &Aws, body: &str) -> SqsMessage {
+    aws.sqs
+        .send_message()
+        .queue_url(&aws.queue_url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+    loop {
+        let out = aws
+            .sqs
+            .receive_message()
+            .queue_url(&aws.queue_url)
+            .visibility_timeout(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages.unwrap_or_default().into_iter().next() {
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id;
+            r.receipt_handle = m.receipt_handle;
+            r.body = m.body;
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            return r;
+        }
+    }
+}
+
+async fn visible_now(aws: &Aws) -> usize {
+    aws.sqs
+        .receive_message()
+        .queue_url(&aws.queue_url)
+        .visibility_timeout(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+        .len()
+}
+
+/// A breaker open for 20 h (`BREAKER_MAX_COOLDOWN` allows it) holds the record on the queue: the
+/// router asks SQS for what it still allows, not for the 20 h (or exactly 12 h, which SQS refuses
+/// once any time has passed), so the record does not come back a second later.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_longer_than_sqs_allows_is_held_as_long_as_sqs_allows() {
+    let aws = Aws::fresh().await;
+    let dlq = aws
+        .sqs
+        .create_queue()
+        .queue_name(crate::support::unique("held-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let long = BreakerPolicy {
+        threshold: 1,
+        cooldown: Duration::from_secs(20 * 3600),
+        max_cooldown: Duration::from_secs(20 * 3600),
+    };
+    let control = DynamoDbDeliveryControl::new(aws.dynamodb.clone(), &aws.table);
+    let now = clayhook::clock::epoch_ms(SystemTime::now());
+    assert!(
+        control
+            .failed(DestinationName::Nurture, &long, now)
+            .await
+            .unwrap()
+            .1,
+        "the breaker opened"
+    );
+    let router = Router {
+        settings: RouterSettings {
+            rules: default_rules(),
+            concurrency: 2,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(2),
+            delivery_ttl_seconds: 3600,
+            max_receive_count: None,
+            schedule: Default::default(),
+            control: ControlSettings {
+                breaker: Some(long),
+                ..ControlSettings::default()
+            },
+            archive_days: 0,
+        },
+        ledger: DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table),
+        destinations: HttpDestinations::new(
+            DestinationSettings {
+                nurture: Some(Webhook::new("http://127.0.0.1:9/nurture", None)),
+                ..DestinationSettings::default()
+            },
+            Duration::from_millis(500),
+        )
+        .unwrap(),
+        redelivery: SqsRedelivery::new(aws.sqs.clone(), aws.queue_url.clone(), dlq),
+        control,
+    };
+    let lead = Lead::parse(br#"{"icp_score":60}"#).unwrap().0;
+    let env = Envelope::new(lead_id("held-20h"), SystemTime::now(), None, lead);
+    let record = received(&aws, &env.to_json()).await;
+    // Time passes after the receive, as it does in any invocation.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut event = SqsEvent::default();
+    event.records = vec![record];
+    let r = router
+        .handle(event, SystemTime::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(r.batch_item_failures.len(), 1, "held, still owed");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        visible_now(&aws).await,
+        0,
+        "the record came back at the queue's 1 s: its wait was refused"
+    );
+}
