@@ -9,6 +9,14 @@ pub fn epoch_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// Runs `call` until `until` at the latest: `None` when it had not finished by then (it is
+/// dropped). Every AWS call after a send goes through this, so the invocation's answer is never
+/// lost to a slow table or queue.
+pub async fn by<T>(until: SystemTime, call: impl std::future::Future<Output = T>) -> Option<T> {
+    let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::timeout(left, call).await.ok()
+}
+
 /// Whether `text` is an http(s) URL, the one check every URL setting gets.
 pub fn is_http_url(text: &str) -> bool {
     text.starts_with("https://") || text.starts_with("http://")

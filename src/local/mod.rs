@@ -27,8 +27,9 @@ pub const LOCAL_QUEUE: &str = "clayhook-leads";
 pub const LOCAL_DLQ: &str = "clayhook-leads-dlq";
 pub const LOCAL_INTAKE: &str = "clayhook-intake";
 pub const LOCAL_INTAKE_DLQ: &str = "clayhook-intake-dlq";
-/// Local redeliveries come back quickly so failures are visible.
-const LOCAL_VISIBILITY_SECONDS: i32 = 10;
+/// Local redeliveries come back quickly so failures are visible; an invocation (one second
+/// less) still fits a whole default request (`HTTP_TIMEOUT_MS`, 10 s) and the bookkeeping after it.
+const LOCAL_VISIBILITY_SECONDS: i32 = 20;
 /// A backstop only: the router itself moves a record to the DLQ when its schedule is over.
 const LOCAL_MAX_RECEIVE_COUNT: u32 = 1000;
 /// Locally a failing lead comes back every 10 s and reaches the DLQ after 5 receives, unless

@@ -96,11 +96,17 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 destination: dest,
                 version: b.version.clone(),
                 received_at_ms: b.received_at_ms,
-                lock_until_ms: epoch_ms(deadline) + 1_000,
+                lock_until_ms: super::lock_until_ms(deadline),
                 now_ms: epoch_ms(now),
                 expires_at: epoch_ms(now) / 1000 + self.settings.delivery_ttl_seconds,
             };
-            let outcome = self.ledger.claim(&claim).await;
+            let outcome = crate::clock::by(deadline, self.ledger.claim(&claim))
+                .await
+                .unwrap_or_else(|| {
+                    Err(super::ledger::LedgerError(
+                        "no answer before the invocation's last request".into(),
+                    ))
+                });
             (*at, b, claim, outcome)
         }))
         .await;
@@ -170,16 +176,13 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             if pending.is_empty() {
                 break;
             }
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .saturating_sub(self.settings.retry.safety_margin);
-            if left < super::MIN_ATTEMPT_TIME {
+            // Only a request that can run its whole timeout starts (see `DeliveryAttempts`).
+            let full = self.settings.request_timeout;
+            let left = super::time_to_send(deadline, self.settings.retry.safety_margin);
+            if left < full {
                 break;
             }
-            let slack = left
-                .saturating_sub(self.settings.request_timeout.min(left) + super::MIN_ATTEMPT_TIME);
-            if let Err(h) = gates.book(dest, slack, metrics).await {
+            if let Err(h) = gates.book(dest, left - full, metrics).await {
                 hold = Some(h);
                 break;
             }
@@ -191,8 +194,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                     WarehouseRow::new(&c.item.envelope, &c.item.version, &c.item.routed)
                 })
                 .collect();
-            let timeout = self.settings.request_timeout.min(left);
-            let answers = self.destinations.deliver_batch(dest, &rows, timeout).await;
+            if super::time_to_send(deadline, self.settings.retry.safety_margin) < full {
+                break;
+            }
+            let answers = self.destinations.deliver_batch(dest, &rows, full).await;
             drop(rows);
             for (k, i) in pending.iter().enumerate() {
                 let a = answers.get(k).cloned().unwrap_or(Attempt::Transport {
@@ -210,7 +215,11 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 .cloned()
                 .unwrap_or(Attempt::Delivered);
             let class = classify(&whole, SystemTime::now());
-            gates.after(dest, &whole, &class, metrics).await;
+            crate::clock::by(
+                self.done_by(deadline),
+                gates.after(dest, &whole, &class, metrics),
+            )
+            .await;
             let failed = answers.iter().filter(|a| **a != Attempt::Delivered).count();
             if failed == 0 {
                 break;
@@ -236,7 +245,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 fastrand::f64(),
                 SystemTime::now(),
                 deadline,
-                super::MIN_ATTEMPT_TIME,
+                full,
             ) {
                 Next::RetryAfter(wait) => {
                     metrics.count("Retries", &[("Destination", dest.as_str())]);
@@ -246,7 +255,11 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             }
         }
         for c in claimed {
-            out.push((c.at, self.settle_batched(dest, c, hold, metrics).await));
+            out.push((
+                c.at,
+                self.settle_batched(dest, c, (hold, deadline), metrics)
+                    .await,
+            ));
         }
         out
     }
@@ -256,7 +269,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         &self,
         dest: DestinationName,
         c: Claimed<'_>,
-        hold: Option<super::gates::Hold>,
+        (hold, send_by): (Option<super::gates::Hold>, SystemTime),
         metrics: &Metrics,
     ) -> RecordResult {
         let lead_id = c.item.envelope.id.as_str();
@@ -273,7 +286,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             what: c.last.as_ref().map_or_else(|| "held".into(), describe),
         };
         if class == Some(Class::Success) {
-            if let Err(e) = self.ledger.delivered(&c.claim, &outcome).await {
+            if let Err(e) = self
+                .bounded(send_by, self.ledger.delivered(&c.claim, &outcome))
+                .await
+            {
                 error!(destination = %dest, lead_id, error = %e, "delivered but not recorded");
             }
             metrics.count("Routed", &[("Destination", dest.as_str())]);
@@ -281,7 +297,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             return RecordResult::Done;
         }
         let failures = (c.tries > 0).then_some(c.failures + 1);
-        if let Err(e) = self.ledger.release(&c.claim, failures, &outcome).await {
+        if let Err(e) = self
+            .bounded(send_by, self.ledger.release(&c.claim, failures, &outcome))
+            .await
+        {
             warn!(destination = %dest, lead_id, error = %e, "could not release the claim; it expires on its own");
         }
         match (class, hold) {

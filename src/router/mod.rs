@@ -140,10 +140,18 @@ pub enum RouterError {
     UnnamedFailure,
 }
 
-/// Shortest useful time for one more request.
-const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(200);
+/// Kept free after the last request of an invocation for the work that records it: the ledger,
+/// the breaker, and each record's wait or dead letter. No request starts that could not end
+/// before the deadline less this, and every call after the sends ends by the deadline.
+pub const BOOKKEEPING_RESERVE: Duration = Duration::from_secs(2);
 
-use crate::clock::epoch_ms;
+/// A claim outlives the invocation that took it by this much past its last send, so the
+/// bookkeeping finishes under it, and a little more; then another invocation may take over.
+fn lock_until_ms(send_by: SystemTime) -> i64 {
+    epoch_ms(send_by) + BOOKKEEPING_RESERVE.as_millis() as i64 + 1_000
+}
+
+use crate::clock::{by, epoch_ms};
 
 impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl>
     crate::batch::SqsBatchHandler for Router<L, D, Q, C>
@@ -191,6 +199,22 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         // The records were received no earlier than this (less the batching window, which
         // the visibility margin covers): SQS's 12 h for their waits count from here.
         let invoked_at = SystemTime::now();
+        // Requests end by `send_by`; what records them, by `done_by`.
+        let send_by = deadline
+            .checked_sub(BOOKKEEPING_RESERVE)
+            .unwrap_or(deadline);
+        let done_by = self.done_by(send_by);
+        if !event.records.is_empty()
+            && time_to_send(send_by, self.settings.retry.safety_margin)
+                < self.settings.request_timeout
+        {
+            metrics.count("InvocationTooShort", &[]);
+            error!(
+                "the invocation is too short for a whole request (HTTP_TIMEOUT_MS, plus 2.5 s for \
+                 the bookkeeping): records wait without a request; raise the function's timeout \
+                 or lower HTTP_TIMEOUT_MS"
+            );
+        }
         let records = event.records;
         let total = records.len();
         let last_receives: Vec<String> = records
@@ -206,7 +230,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         let gates = Gates::load(&self.control, &self.settings.control, &configured).await;
         let gates = &gates;
         let failed: Vec<Option<String>> = if fifo {
-            self.handle_fifo(records, (invoked_at, deadline), gates, metrics)
+            self.handle_fifo(records, (invoked_at, send_by), gates, metrics)
                 .await
         } else {
             // Each record's own deliveries, concurrently; then the batched destinations' one
@@ -214,7 +238,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             let mut done: Vec<(SqsMessage, RecordResult, Option<batched::Batched>)> =
                 futures::stream::iter(records)
                     .map(|r| async move {
-                        let (result, share) = self.record(&r, deadline, gates, metrics).await;
+                        let (result, share) = self.record(&r, send_by, gates, metrics).await;
                         (r, result, share)
                     })
                     .buffer_unordered(self.settings.concurrency.max(1))
@@ -225,16 +249,15 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 .enumerate()
                 .filter_map(|(i, (_, _, share))| share.take().map(|s| (i, s)))
                 .collect();
-            for (i, result) in self
-                .deliver_batched(&shares, deadline, gates, metrics)
-                .await
-            {
+            for (i, result) in self.deliver_batched(&shares, send_by, gates, metrics).await {
                 let own = std::mem::replace(&mut done[i].1, RecordResult::Done);
                 done[i].1 = RecordResult::of(vec![own, result]);
             }
             futures::stream::iter(done)
                 .map(|(r, result, _)| async move {
-                    let ok = self.settle(&r, result, invoked_at, metrics).await;
+                    let ok = self
+                        .settle_by(done_by, &r, result, invoked_at, metrics)
+                        .await;
                     (!ok).then_some(r.message_id)
                 })
                 .buffer_unordered(self.settings.concurrency.max(1))
@@ -314,7 +337,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                             result = RecordResult::of(vec![result, b]);
                         }
                     }
-                    if !self.settle(&r, result, invoked_at, metrics).await {
+                    if !self
+                        .settle_by(self.done_by(deadline), &r, result, invoked_at, metrics)
+                        .await
+                    {
                         blocked = true;
                         failed.push(r.message_id);
                     }
@@ -325,6 +351,37 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             .flat_map(futures::stream::iter)
             .collect()
             .await
+    }
+
+    /// When the work after the sends must be over: the invocation's deadline (`send_by` plus the
+    /// reserve) less the time its answer needs to reach the runtime.
+    fn done_by(&self, send_by: SystemTime) -> SystemTime {
+        (send_by + BOOKKEEPING_RESERVE)
+            .checked_sub(self.settings.retry.safety_margin)
+            .unwrap_or(send_by)
+    }
+
+    /// [`Router::settle`], ended by `done_by`: a record not settled by then stays on the queue
+    /// and comes back after its visibility timeout, which loses nothing.
+    async fn settle_by(
+        &self,
+        done_by: SystemTime,
+        r: &SqsMessage,
+        result: RecordResult,
+        invoked_at: SystemTime,
+        metrics: &Metrics,
+    ) -> bool {
+        match by(done_by, self.settle(r, result, invoked_at, metrics)).await {
+            Some(settled) => settled,
+            None => {
+                metrics.count("BookkeepingLate", &[]);
+                warn!(
+                    message_id = r.message_id.as_deref().unwrap_or_default(),
+                    "no time left to settle the record; the queue's visibility timeout applies"
+                );
+                false
+            }
+        }
     }
 
     /// What becomes of a record that did not succeed; `true` when it may be deleted from the
@@ -680,11 +737,18 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             version: version.to_string(),
             received_at_ms,
             // Past the deadline this invocation is gone, and another may take over.
-            lock_until_ms: epoch_ms(deadline) + 1_000,
+            lock_until_ms: lock_until_ms(deadline),
             now_ms: epoch_ms(now),
             expires_at: epoch_ms(now) / 1000 + self.settings.delivery_ttl_seconds,
         };
-        let failures = match self.ledger.claim(&claim).await {
+        let claimed = by(deadline, self.ledger.claim(&claim))
+            .await
+            .unwrap_or_else(|| {
+                Err(ledger::LedgerError(
+                    "no answer before the invocation's last request".into(),
+                ))
+            });
+        let failures = match claimed {
             Ok(ClaimOutcome::Claimed { failures }) => failures,
             Ok(ClaimOutcome::AlreadyDelivered) => {
                 info!(destination = %dest, "already delivered (this version or a newer one): skipped");
@@ -714,7 +778,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 .probe(dest, self.settings.request_timeout + Duration::from_secs(2))
                 .await
         {
-            self.release(&claim, None, 0, "held").await;
+            self.release_held(&claim, deadline).await;
             return held(dest, hold, metrics);
         }
         let (result, tries, last, hold) = self
@@ -732,7 +796,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         };
         match result {
             RecordResult::Done => {
-                if let Err(e) = self.ledger.delivered(&claim, &outcome).await {
+                if let Err(e) = self
+                    .bounded(deadline, self.ledger.delivered(&claim, &outcome))
+                    .await
+                {
                     // Delivered all the same; the lock expires and a redelivery could resend.
                     error!(destination = %dest, error = %e, "delivered but not recorded");
                 }
@@ -745,7 +812,10 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 let failures = (tries > 0).then_some(failures + 1);
                 // A failure that opened the breaker (or met a pause) waits for it too.
                 let hold = hold.or_else(|| gates.check(dest).err());
-                if let Err(e) = self.ledger.release(&claim, failures, &outcome).await {
+                if let Err(e) = self
+                    .bounded(deadline, self.ledger.release(&claim, failures, &outcome))
+                    .await
+                {
                     warn!(destination = %dest, error = %e, "could not release the claim; it expires on its own");
                 }
                 match (failed, hold) {
@@ -775,14 +845,31 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         }
     }
 
-    async fn release(&self, claim: &DeliveryClaim, failures: Option<u32>, tries: u32, what: &str) {
+    /// A ledger call after the sends, ended by the invocation's bookkeeping deadline.
+    async fn bounded<T>(
+        &self,
+        send_by: SystemTime,
+        call: impl std::future::Future<Output = Result<T, ledger::LedgerError>>,
+    ) -> Result<T, ledger::LedgerError> {
+        by(self.done_by(send_by), call).await.unwrap_or_else(|| {
+            Err(ledger::LedgerError(
+                "no answer before the invocation's deadline".into(),
+            ))
+        })
+    }
+
+    /// Gives a claim back unused (held before its first request): no failure, no try.
+    async fn release_held(&self, claim: &DeliveryClaim, send_by: SystemTime) {
         let outcome = Outcome {
             at_ms: epoch_ms(SystemTime::now()),
-            tries,
+            tries: 0,
             class: "transient",
-            what: what.into(),
+            what: "held".into(),
         };
-        if let Err(e) = self.ledger.release(claim, failures, &outcome).await {
+        if let Err(e) = self
+            .bounded(send_by, self.ledger.release(claim, None, &outcome))
+            .await
+        {
             warn!(destination = %claim.destination, error = %e, "could not release the claim; it expires on its own");
         }
     }
@@ -818,7 +905,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         } else {
             &self.settings.retry
         };
-        let retries = drive(&mut attempts, policy, deadline, MIN_ATTEMPT_TIME).await;
+        // A retry is only worth waiting for if a whole request still fits after the wait.
+        let retries = drive(
+            &mut attempts,
+            policy,
+            deadline,
+            self.settings.request_timeout,
+        )
+        .await;
         let hold = attempts.hold;
         let result = match &retries.last {
             None => RecordResult::Retry {
@@ -841,6 +935,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         };
         (result, retries.attempts, retries.last, hold)
     }
+}
+
+/// What is left until `send_by`, less the margin.
+fn time_to_send(send_by: SystemTime, margin: Duration) -> Duration {
+    send_by
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(margin)
 }
 
 /// A destination held back: the record waits for it (no failure counted), and the metrics say
@@ -884,38 +986,33 @@ impl<D: Destinations, C: DeliveryControl> Retried for DeliveryAttempts<'_, '_, D
             self.hold = Some(hold);
             return None;
         }
-        let left = self
-            .deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .saturating_sub(self.settings.retry.safety_margin);
-        if left < MIN_ATTEMPT_TIME {
-            warn!(destination = %self.dest, "no time left for another attempt");
+        // Only a request that can run its whole timeout starts: one cut short may still be
+        // processed by the destination (Slack and Zapier ignore Idempotency-Key), and would be
+        // sent again on the next receive. Without the time, the record waits for that receive.
+        let full = self.settings.request_timeout;
+        let left = time_to_send(self.deadline, self.settings.retry.safety_margin);
+        if left < full {
+            info!(destination = %self.dest, "no time left for a whole attempt: the record waits");
             return None;
         }
-        // Wait in line for a slot only as long as a request still fits after it.
-        let slack = left.saturating_sub(self.settings.request_timeout.min(left) + MIN_ATTEMPT_TIME);
-        if let Err(hold) = self.gates.book(self.dest, slack, self.metrics).await {
+        // Wait in line for a slot only as long as a whole request still fits after it.
+        if let Err(hold) = self.gates.book(self.dest, left - full, self.metrics).await {
             self.hold = Some(hold);
             return None;
         }
-        let left = self
-            .deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .saturating_sub(self.settings.retry.safety_margin);
-        if left < MIN_ATTEMPT_TIME {
+        if time_to_send(self.deadline, self.settings.retry.safety_margin) < full {
             return None;
         }
-        let timeout = self.settings.request_timeout.min(left);
-        let attempt = self
-            .destinations
-            .deliver(self.dest, self.env, timeout)
-            .await;
+        let attempt = self.destinations.deliver(self.dest, self.env, full).await;
         let class = classify(&attempt, SystemTime::now());
-        self.gates
-            .after(self.dest, &attempt, &class, self.metrics)
-            .await;
+        let done_by = (self.deadline + BOOKKEEPING_RESERVE)
+            .checked_sub(self.settings.retry.safety_margin)
+            .unwrap_or(self.deadline);
+        by(
+            done_by,
+            self.gates.after(self.dest, &attempt, &class, self.metrics),
+        )
+        .await;
         Some(attempt)
     }
 

@@ -90,6 +90,8 @@ impl DeliveryLedger for MemoryLedger {
 struct ScriptedDestinations {
     scripts: Mutex<HashMap<DestinationName, VecDeque<Attempt>>>,
     calls: Mutex<Vec<(DestinationName, String)>>,
+    /// The timeout each request was given.
+    timeouts: Mutex<Vec<Duration>>,
 }
 
 impl ScriptedDestinations {
@@ -113,8 +115,9 @@ impl Destinations for ScriptedDestinations {
     fn configured(&self, name: DestinationName) -> bool {
         name != Warehouse
     }
-    async fn deliver(&self, name: DestinationName, env: &Envelope, _timeout: Duration) -> Attempt {
+    async fn deliver(&self, name: DestinationName, env: &Envelope, timeout: Duration) -> Attempt {
         self.calls.lock().unwrap().push((name, env.id.clone()));
+        self.timeouts.lock().unwrap().push(timeout);
         let next = self
             .scripts
             .lock()
@@ -496,4 +499,47 @@ async fn without_a_queue_to_ask_a_failing_record_just_fails() {
     let env = envelope("plain", r#"{"icp_score":60}"#, 1_000);
     r.destinations.script(Nurture, vec![status(400, None)]);
     assert_eq!(failed(&r, vec![received("m1", &env, 1)]).await, ["m1"]);
+}
+
+/// No request starts on a truncated timeout: with less than a whole `HTTP_TIMEOUT_MS` left
+/// before the deadline (less the bookkeeping reserve and the margin), the record waits for its
+/// next receive without a request and without a failure; with enough, the request gets all of it.
+#[tokio::test(start_paused = true)]
+async fn no_attempt_starts_that_cannot_run_its_whole_timeout() {
+    let r = scheduled_router("30s", "1h");
+    let env = envelope_at("late", r#"{"icp_score":60}"#, SystemTime::now());
+    r.destinations.script(Nurture, vec![Attempt::Delivered]);
+    let full = r.settings.request_timeout;
+    let short =
+        BOOKKEEPING_RESERVE + r.settings.retry.safety_margin + full - Duration::from_millis(300);
+    let mut event = SqsEvent::default();
+    event.records = vec![received("m1", &env, 1)];
+    let response = r
+        .handle(event.clone(), SystemTime::now() + short)
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1, "it waits");
+    assert!(
+        r.destinations.calls(Nurture).is_empty(),
+        "no request started"
+    );
+    assert!(r.destinations.timeouts.lock().unwrap().is_empty());
+    let item = r
+        .ledger
+        .items
+        .lock()
+        .unwrap()
+        .get(&(env.id.clone(), Nurture))
+        .map(|(i, _)| i.failures);
+    assert_eq!(item.unwrap_or(0), 0, "no failure counted");
+    assert!(r.redelivery.letters.lock().unwrap().is_empty());
+
+    let response = r
+        .handle(event, SystemTime::now() + short + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(r.destinations.calls(Nurture).len(), 1);
+    let timeouts = r.destinations.timeouts.lock().unwrap().clone();
+    assert!(timeouts.iter().all(|t| *t == full), "{timeouts:?}");
 }

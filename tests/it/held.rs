@@ -139,3 +139,69 @@ async fn a_hold_longer_than_sqs_allows_is_held_as_long_as_sqs_allows() {
         "the record came back at the queue's 1 s: its wait was refused"
     );
 }
+
+/// The work after the last send has a budget: with the table taking 5 s to record a delivery
+/// (the SDK's own bounds are 3 s an attempt, 8 s an operation), the router still answers
+/// before its deadline, and the lead it delivered is not reported failed (which would send it
+/// again on the next receive).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_table_after_the_send_never_costs_the_batchs_answer() {
+    use crate::support::standin::AwsStandin;
+    use crate::support::{lean_clients, sdk_config};
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let standin = AwsStandin::start().await;
+    let config = sdk_config(&standin.url).await;
+    let (dynamodb, _) = lean_clients(&config);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let router = Router {
+        settings: RouterSettings {
+            rules: default_rules(),
+            concurrency: 2,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(1),
+            delivery_ttl_seconds: 3600,
+            max_receive_count: None,
+            schedule: Default::default(),
+            control: ControlSettings::default(),
+            archive_days: 0,
+        },
+        ledger: DynamoDbDeliveryLedger::new(dynamodb, "t"),
+        destinations: HttpDestinations::new(
+            DestinationSettings {
+                nurture: Some(Webhook::new(format!("{}/nurture", server.uri()), None)),
+                ..DestinationSettings::default()
+            },
+            Duration::from_millis(500),
+        )
+        .unwrap(),
+        redelivery: clayhook::queue::NoRedelivery,
+        control: clayhook::delivery::control::NoControl,
+    };
+    // Recording a delivery (`SET #status = :delivered ...`) takes 5 s.
+    standin.slow_updates(":delivered", Duration::from_secs(5));
+    let lead = Lead::parse(br#"{"icp_score":60}"#).unwrap().0;
+    let env = Envelope::new(lead_id("slow-table"), SystemTime::now(), None, lead);
+    let mut record = SqsMessage::default();
+    record.message_id = Some("m1".into());
+    record.body = Some(env.to_json());
+    let mut event = SqsEvent::default();
+    event.records = vec![record];
+    let started = std::time::Instant::now();
+    let deadline = SystemTime::now() + Duration::from_secs(4);
+    let r = router.handle(event, deadline).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "answered after the deadline ({took:?}): the Lambda would have been killed"
+    );
+    assert!(
+        r.batch_item_failures.is_empty(),
+        "delivered, so not sent again: {r:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}

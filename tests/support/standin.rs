@@ -32,6 +32,8 @@ struct State {
     updates: Mutex<HashMap<String, u64>>,
     connections: Mutex<u64>,
     sent: Mutex<u64>,
+    /// `UpdateItem`s whose expression contains this are answered this much later.
+    slow_update: Mutex<Option<(String, std::time::Duration)>>,
 }
 
 impl AwsStandin {
@@ -50,6 +52,15 @@ impl AwsStandin {
             url,
             state,
             _server: server,
+        }
+    }
+
+    /// Answers every `UpdateItem` whose expression contains `marker` after `latency`: a table
+    /// slow on one kind of write.
+    #[allow(dead_code)]
+    pub fn slow_updates(&self, marker: &str, latency: std::time::Duration) {
+        if let Ok(mut s) = self.state.slow_update.lock() {
+            *s = Some((marker.to_string(), latency));
         }
     }
 
@@ -105,6 +116,15 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         buffer.drain(..head_len + content_length);
         if let Ok(mut calls) = state.calls.lock() {
             *calls.entry(target.clone()).or_default() += 1;
+        }
+        let slow = state.slow_update.lock().ok().and_then(|s| s.clone());
+        if let Some((marker, latency)) = slow
+            && target.ends_with(".UpdateItem")
+            && body["UpdateExpression"]
+                .as_str()
+                .is_some_and(|e| e.contains(&marker))
+        {
+            tokio::time::sleep(latency).await;
         }
         let (status, answer) = answer(&state, &target, &body);
         let payload = answer.to_string();
