@@ -43,7 +43,7 @@ impl Intake for SqsIntake {
         let Some(url) = &self.dead_letter_url else {
             return Err(IntakeError("FEEDER_DLQ_URL is not set".into()));
         };
-        let reason: String = reason.chars().take(1_000).collect();
+        let reason = crate::queue::short_reason(reason).to_string();
         let attribute = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(reason)

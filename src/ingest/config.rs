@@ -39,7 +39,7 @@ impl IngestConfig {
             ttl_seconds: env.number("IDEMPOTENCY_TTL_SECONDS", DEFAULT_TTL_SECONDS, |v| *v > 0)?,
             max_body_bytes: env.number("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, |v| *v > 0)?,
             max_message_bytes: env.number("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, |v| {
-                (1_024..=DEFAULT_MAX_MESSAGE_BYTES).contains(v)
+                (1_024 + crate::queue::DEAD_LETTER_ROOM..=DEFAULT_MAX_MESSAGE_BYTES).contains(v)
             })?,
             tolerance_seconds: env.number(
                 "SIGNATURE_TOLERANCE_SECONDS",

@@ -225,10 +225,15 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             group: source.unwrap_or_else(|| "default".to_string()),
             trace_header: req.trace_header.map(str::to_string),
         };
-        if message.body.len() > s.max_message_bytes {
+        // Room is left for the attributes of its dead-letter copy, which count toward the
+        // same limit: a lead that fits the queue must fit the DLQ with its reason too.
+        let limit = s
+            .max_message_bytes
+            .saturating_sub(crate::queue::DEAD_LETTER_ROOM);
+        if message.body.len() > limit {
             return Err(IngestError::MessageTooLarge {
                 size: message.body.len(),
-                limit: s.max_message_bytes,
+                limit,
             });
         }
         // Every call is bounded by the invocation's own deadline, less what giving the claim

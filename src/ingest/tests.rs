@@ -67,7 +67,8 @@ pub(super) fn ingest(store: MemoryStore, queue: MemoryQueue) -> Ingest<MemorySto
             key_spec: KeySpec::Body,
             ttl_seconds: 100,
             max_body_bytes: 64,
-            max_message_bytes: 1_024,
+            // Envelopes up to 1 KiB, with room for a dead-letter copy's attributes.
+            max_message_bytes: 1_024 + crate::queue::DEAD_LETTER_ROOM,
             tolerance_seconds: 300,
             default_in_progress: Duration::from_secs(30),
         },
@@ -312,4 +313,54 @@ async fn a_timestamped_request_is_accepted_in_its_window_and_refused_after() {
         matches!(r, Err(IngestError::Unauthorized(AuthError::StaleTimestamp))),
         "{r:?}"
     );
+}
+
+/// The largest envelope ingest accepts still fits the dead-letter queue with its attributes
+/// (SQS counts them toward the same limit): at the exact boundary a lead is accepted, one byte
+/// more is a 413, and the accepted one's DLQ copy with the longest reason fits the queue.
+#[tokio::test]
+async fn the_largest_accepted_lead_still_fits_the_dead_letter_queue() {
+    let mut i = ingest(MemoryStore::default(), MemoryQueue::default());
+    i.settings.max_body_bytes = 4_096;
+    let limit = i.settings.max_message_bytes - crate::queue::DEAD_LETTER_ROOM;
+    let body = |n: usize| format!(r#"{{"note":"{}"}}"#, "x".repeat(n));
+    let Err(IngestError::MessageTooLarge { size, .. }) =
+        call(&i, &headers(TOKEN), body(2_000).as_bytes(), None).await
+    else {
+        panic!("2,000 bytes of note do not fit a 1 KiB envelope");
+    };
+    // One more byte of note is one more byte of envelope.
+    let exact = 2_000 - (size - limit);
+    let r = call(&i, &headers(TOKEN), body(exact + 1).as_bytes(), None).await;
+    assert!(
+        matches!(r, Err(IngestError::MessageTooLarge { size, limit: l }) if size == limit + 1 && l == limit),
+        "{r:?}"
+    );
+    call(&i, &headers(TOKEN), body(exact).as_bytes(), None)
+        .await
+        .unwrap();
+    let sent = i.queue.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body.len(), limit, "accepted at the exact boundary");
+    let long_reason = "retries exhausted: nurture: answered 503; ".repeat(100);
+    let letter = crate::queue::DeadLetter {
+        body: &sent[0].body,
+        reason: &long_reason,
+        receives: u32::MAX,
+        group: None,
+        message_id: "m",
+    };
+    assert!(
+        crate::queue::dead_letter_size(&letter) <= i.settings.max_message_bytes,
+        "{} > {}",
+        crate::queue::dead_letter_size(&letter),
+        i.settings.max_message_bytes
+    );
+    assert_eq!(
+        crate::queue::short_reason(&long_reason).len(),
+        crate::queue::MAX_REASON_BYTES
+    );
+    // A reason of multi-byte characters is cut on a character boundary.
+    let wide = "é".repeat(1_000);
+    assert!(crate::queue::short_reason(&wide).len() <= crate::queue::MAX_REASON_BYTES);
 }

@@ -12,6 +12,46 @@ pub const LEGACY_REASON_ATTRIBUTE: &str = "clayhook-reason";
 /// The message attribute holding how many receives it had.
 pub const RECEIVES_ATTRIBUTE: &str = "clayhook_receives";
 
+/// The longest reason a dead letter carries (bytes; cut at a character boundary).
+pub const MAX_REASON_BYTES: usize = 900;
+/// Room every lead message leaves under the queue's maximum size for what its dead-letter copy
+/// adds: SQS counts message attributes (name, type and value) toward the same limit, and the
+/// copy carries the reason and the receive count.
+pub const DEAD_LETTER_ROOM: usize = 1_024;
+const _: () = assert!(
+    REASON_ATTRIBUTE.len()
+        + "String".len()
+        + MAX_REASON_BYTES
+        + RECEIVES_ATTRIBUTE.len()
+        + "Number".len()
+        + u32::MAX.ilog10() as usize
+        + 1
+        <= DEAD_LETTER_ROOM
+);
+
+/// `reason` cut to [`MAX_REASON_BYTES`] at a character boundary.
+pub fn short_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// What SQS counts of a dead-letter copy: the body and each attribute's name, type and value.
+pub fn dead_letter_size(record: &DeadLetter<'_>) -> usize {
+    record.body.len()
+        + REASON_ATTRIBUTE.len()
+        + "String".len()
+        + short_reason(record.reason).len()
+        + RECEIVES_ATTRIBUTE.len()
+        + "Number".len()
+        + record.receives.to_string().len()
+}
+
 /// One message for the lead queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {

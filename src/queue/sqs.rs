@@ -138,7 +138,7 @@ impl Redelivery for SqsRedelivery {
             .message_body(record.body)
             .message_attributes(
                 REASON_ATTRIBUTE,
-                attribute("String", record.reason.to_string())?,
+                attribute("String", super::short_reason(record.reason).to_string())?,
             )
             .message_attributes(
                 RECEIVES_ATTRIBUTE,
