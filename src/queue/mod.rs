@@ -24,8 +24,7 @@ const _: () = assert!(
         + MAX_REASON_BYTES
         + RECEIVES_ATTRIBUTE.len()
         + "Number".len()
-        + u32::MAX.ilog10() as usize
-        + 1
+        + "4294967295".len()
         <= DEAD_LETTER_ROOM
 );
 
