@@ -68,6 +68,7 @@ pub fn record_from_item(item: &Value) -> Result<Record, StoreError> {
         in_progress_expires_at: number(item, LEASE.attribute),
         message_id: text(item, "message_id").map(str::to_string),
         body_hash: text(item, "body_hash").map(str::to_string),
+        lock_token: text(item, "lock_token").map(str::to_string),
     })
 }
 
@@ -79,6 +80,7 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
             ("status", request::s(LEASE.held)),
             ("expires_at", request::n(claim.expires_at)),
             (LEASE.attribute, request::n(claim.in_progress_expires_at)),
+            ("lock_token", request::s(claim.token.as_str())),
         ];
         if let Some(h) = &claim.body_hash {
             item.push(("body_hash", request::s(h.as_str())));
@@ -104,7 +106,12 @@ impl IdempotencyStore for DynamoDbIdempotencyStore {
                     None => self.read(&pk).await?,
                 };
                 // Gone between the put and the read: the caller simply tries again.
-                Ok(held.map_or(Begin::Contended, Begin::Held))
+                Ok(match held {
+                    // Our own put, applied on an attempt whose answer was lost.
+                    Some(record) if record.held_by(claim) => Begin::Claimed,
+                    Some(record) => Begin::Held(record),
+                    None => Begin::Contended,
+                })
             }
             Err(e) => Err(unavailable(e)),
         }

@@ -162,6 +162,17 @@ pub struct Record {
     pub in_progress_expires_at: Option<i64>,
     pub message_id: Option<String>,
     pub body_hash: Option<String>,
+    /// The claiming invocation's random token (`lock_token`), while `IN_PROGRESS`.
+    pub lock_token: Option<String>,
+}
+
+impl Record {
+    /// Whether this is `claim`'s own `IN_PROGRESS`: what a retried put finds when its first
+    /// attempt was applied but its answer lost. Then the key is ours, not someone else's.
+    pub fn held_by(&self, claim: &Claim) -> bool {
+        self.status == Status::InProgress
+            && self.lock_token.as_deref() == Some(claim.token.as_str())
+    }
 }
 
 /// The claim ingest writes as `IN_PROGRESS`.
@@ -175,6 +186,8 @@ pub struct Claim {
     /// this invocation's lock token when the claim is abandoned.
     pub in_progress_expires_at: i64,
     pub now_ms: i64,
+    /// Random, one per claim: a write that finds it already in the item wrote it itself.
+    pub token: String,
 }
 
 impl Claim {
@@ -265,6 +278,7 @@ mod tests {
             in_progress_expires_at: Some(1_500_000),
             message_id: Some("m-1".into()),
             body_hash: Some("h1".into()),
+            lock_token: Some("t-1".into()),
         }
     }
 

@@ -250,6 +250,7 @@ impl<S: IdempotencyStore, Q: LeadQueue> Ingest<S, Q> {
             expires_at: now_ms.div_euclid(1000) + s.ttl_seconds,
             in_progress_expires_at: now_ms + lock.as_millis() as i64,
             now_ms,
+            token: format!("{:016x}", fastrand::u64(..)),
         };
         let claimed = bounded(calls_until, self.claim(&claim), || {
             IngestError::Store(StoreError::Unavailable(

@@ -262,6 +262,7 @@ async fn a_key_that_keeps_changing_hands_gives_up_with_in_progress() {
         in_progress_expires_at: None,
         message_id: None,
         body_hash: None,
+        lock_token: None,
     });
     let i = ingest(store, MemoryQueue::default());
     let r = call(&i, &headers(TOKEN), b"{}", None).await;

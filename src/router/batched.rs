@@ -99,6 +99,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 lock_until_ms: super::lock_until_ms(deadline),
                 now_ms: epoch_ms(now),
                 expires_at: epoch_ms(now) / 1000 + self.settings.delivery_ttl_seconds,
+                token: super::ledger::claim_token(),
             };
             let outcome = crate::clock::by(deadline, self.ledger.claim(&claim))
                 .await

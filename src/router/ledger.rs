@@ -46,6 +46,14 @@ pub struct DeliveryClaim {
     pub now_ms: i64,
     /// Epoch seconds: when the ledger item may be forgotten (TTL).
     pub expires_at: i64,
+    /// Random, one per claim (`lease_token`): a claim that finds it already in the item (its
+    /// first attempt applied, the answer lost) is ours, not another invocation's.
+    pub token: String,
+}
+
+/// A fresh claim token.
+pub fn claim_token() -> String {
+    format!("{:016x}", fastrand::u64(..))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +80,8 @@ pub struct LedgerItem {
     /// Receives of `failed_version` that failed here.
     pub failures: u32,
     pub failed_version: Option<String>,
+    /// The token of the claim that holds it, while `DELIVERING`.
+    pub lease_token: Option<String>,
 }
 
 /// How one receive's tries at a destination ended: what the item's history keeps (no lead data:
@@ -130,7 +140,15 @@ impl LedgerItem {
             delivered_at: number(item, "delivered_at"),
             failures: count(item, "failures", 0),
             failed_version: text("failed_version"),
+            lease_token: text("lease_token"),
         }
+    }
+
+    /// Whether `claim` itself holds this item: what a retried claim finds when its first
+    /// attempt was applied but the answer lost.
+    pub fn held_by(&self, claim: &DeliveryClaim) -> bool {
+        self.status.as_deref() == Some(DELIVERING)
+            && self.lease_token.as_deref() == Some(claim.token.as_str())
     }
 
     /// Earlier failed receives of `version` (failures of another version do not count).
@@ -287,10 +305,12 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             ("#dat", "delivered_at"),
         ];
         names.extend(LEASE.names());
+        names.push(("#tok", "lease_token"));
         let mut values = vec![
             (":delivered", request::s(DELIVERED)),
             (":released", request::s(RELEASED)),
             (":until", request::n(c.lock_until_ms)),
+            (":tok", request::s(c.token.as_str())),
             (":exp", request::n(c.expires_at)),
             (":version", request::s(c.version.as_str())),
             (":received", request::n(c.received_at_ms)),
@@ -302,7 +322,7 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
             return_values_on_condition_check_failure: Some("ALL_OLD"),
             ..self.update(
                 c,
-                "SET #status = :held, #lease = :until, #exp = :exp",
+                "SET #status = :held, #lease = :until, #exp = :exp, #tok = :tok",
                 names,
                 values,
             )
@@ -321,7 +341,12 @@ impl DeliveryLedger for DynamoDbDeliveryLedger {
                     .and_then(|b| b.get("Item"))
                     .map(LedgerItem::from_item)
                     .unwrap_or_default();
-                Ok(if held.covers(&c.version, c.received_at_ms) {
+                Ok(if held.held_by(c) {
+                    // Our own claim, applied on an attempt whose answer was lost.
+                    ClaimOutcome::Claimed {
+                        failures: held.failures_of(&c.version),
+                    }
+                } else if held.covers(&c.version, c.received_at_ms) {
                     ClaimOutcome::AlreadyDelivered
                 } else {
                     ClaimOutcome::Busy

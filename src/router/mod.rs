@@ -740,6 +740,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             lock_until_ms: lock_until_ms(deadline),
             now_ms: epoch_ms(now),
             expires_at: epoch_ms(now) / 1000 + self.settings.delivery_ttl_seconds,
+            token: ledger::claim_token(),
         };
         let claimed = by(deadline, self.ledger.claim(&claim))
             .await

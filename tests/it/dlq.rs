@@ -105,6 +105,7 @@ async fn list_show_and_redrive_only_what_the_ledger_lacks() {
         lock_until_ms: now_ms + 60_000,
         now_ms,
         expires_at: now_ms / 1000 + 3600,
+        token: clayhook::router::ledger::claim_token(),
     };
     ledger.claim(&claim).await.unwrap();
     ledger

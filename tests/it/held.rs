@@ -205,3 +205,60 @@ async fn a_slow_table_after_the_send_never_costs_the_batchs_answer() {
     );
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
+
+/// A conditional write retried after its first attempt was applied (the answer lost to a
+/// timeout or a 500) finds its own claim: the token that comes back in the old item makes it
+/// ours, for ingest's idempotency record and the router's delivery ledger, while another
+/// invocation's claim still reads as held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_claim_that_finds_its_own_write_is_ours() {
+    use clayhook::idempotency::dynamodb::DynamoDbIdempotencyStore;
+    use clayhook::idempotency::{Begin, Claim, IdempotencyStore};
+    use clayhook::router::ledger::{ClaimOutcome, DeliveryClaim, DeliveryLedger};
+    let aws = Aws::fresh().await;
+    let now_ms = clayhook::clock::epoch_ms(SystemTime::now());
+
+    let store = DynamoDbIdempotencyStore::new(aws.dynamodb.clone(), &aws.table);
+    let claim = Claim {
+        id: lead_id("retried-put"),
+        body_hash: None,
+        expires_at: now_ms / 1000 + 3600,
+        in_progress_expires_at: now_ms + 30_000,
+        now_ms,
+        token: "first-invocation".into(),
+    };
+    assert!(matches!(store.begin(&claim).await, Ok(Begin::Claimed)));
+    // The same put again (the SDK's retry of an applied attempt): ours, not a 409.
+    assert!(matches!(store.begin(&claim).await, Ok(Begin::Claimed)));
+    let other = Claim {
+        token: "second-invocation".into(),
+        ..claim.clone()
+    };
+    assert!(matches!(store.begin(&other).await, Ok(Begin::Held(_))));
+
+    let ledger = DynamoDbDeliveryLedger::new(aws.dynamodb.clone(), &aws.table);
+    let claim = DeliveryClaim {
+        id: lead_id("retried-claim"),
+        destination: DestinationName::Nurture,
+        version: "v1".into(),
+        received_at_ms: now_ms,
+        lock_until_ms: now_ms + 30_000,
+        now_ms,
+        expires_at: now_ms / 1000 + 3600,
+        token: "first-invocation".into(),
+    };
+    assert_eq!(
+        ledger.claim(&claim).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 0 }
+    );
+    assert_eq!(
+        ledger.claim(&claim).await.unwrap(),
+        ClaimOutcome::Claimed { failures: 0 },
+        "its own claim, not a busy one to wait for"
+    );
+    let other = DeliveryClaim {
+        token: "second-invocation".into(),
+        ..claim.clone()
+    };
+    assert_eq!(ledger.claim(&other).await.unwrap(), ClaimOutcome::Busy);
+}

@@ -725,6 +725,7 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
         lock_until_ms,
         now_ms,
         expires_at: now_ms / 1000 + 3600,
+        token: clayhook::router::ledger::claim_token(),
     };
     let live = now_ms + 60_000;
     let outcome = |class: &'static str, what: &str| clayhook::router::ledger::Outcome {

@@ -22,10 +22,16 @@ async fn the_standin_answers_our_adapters_over_kept_alive_connections() {
             expires_at: 2_000_000_000,
             in_progress_expires_at: 1_900_000_000_000,
             now_ms: 1_800_000_000_000,
+            token: format!("token-{i}"),
         };
         assert!(matches!(store.begin(&claim).await, Ok(Begin::Claimed)));
-        // The same key again: held, with the item the failed condition returned.
-        assert!(matches!(store.begin(&claim).await, Ok(Begin::Held(_))));
+        // The same key again, by another invocation: held, with the item the failed condition
+        // returned.
+        let other = Claim {
+            token: format!("other-{i}"),
+            ..claim.clone()
+        };
+        assert!(matches!(store.begin(&other).await, Ok(Begin::Held(_))));
         let message_id = queue
             .send(&OutgoingMessage {
                 body: format!("{{\"n\":{i}}}"),
