@@ -40,16 +40,21 @@ const NO_BREAKER: BreakerPolicy = BreakerPolicy {
 pub struct Gates<'a, C> {
     control: &'a C,
     settings: &'a ControlSettings,
+    /// What is known of each destination; one missing could not be read, and is held.
     states: Mutex<HashMap<DestinationName, ControlState>>,
 }
+
+/// How long a destination whose state could not be read waits before the next look.
+pub const UNREAD_HOLD: Duration = Duration::from_secs(5);
 
 fn now_ms() -> i64 {
     epoch_ms(std::time::SystemTime::now())
 }
 
 impl<'a, C: DeliveryControl> Gates<'a, C> {
-    /// Reads the destinations' states (one request); an unreadable store reads as clean states,
-    /// so a DynamoDB hiccup does not hold deliveries back (the ledger still guards them).
+    /// Reads the destinations' states (one request, and again for keys left unprocessed). A
+    /// state that could not be read is unknown, never clean: that destination is held briefly
+    /// (an open breaker read as closed would send into an outage).
     pub async fn load(
         control: &'a C,
         settings: &'a ControlSettings,
@@ -60,7 +65,7 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
             match control.read(destinations).await {
                 Ok(read) => states.extend(read),
                 Err(e) => {
-                    warn!(error = %e, "could not read the delivery control; going on without it")
+                    warn!(error = %e, "could not read the delivery control; its destinations wait")
                 }
             }
         }
@@ -79,11 +84,8 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
         self.settings.breaker.as_ref().unwrap_or(&NO_BREAKER)
     }
 
-    fn state(&self, d: DestinationName) -> ControlState {
-        self.states
-            .lock()
-            .map(|s| s.get(&d).copied().unwrap_or_default())
-            .unwrap_or_default()
+    fn state(&self, d: DestinationName) -> Option<ControlState> {
+        self.states.lock().ok().and_then(|s| s.get(&d).copied())
     }
 
     fn keep(&self, d: DestinationName, state: ControlState) {
@@ -98,7 +100,13 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
             return Ok(Gate::Pass);
         }
         let now = now_ms();
-        match self.state(d).gate(self.policy(), now) {
+        let Some(state) = self.state(d) else {
+            return Err(Hold {
+                until_ms: now + UNREAD_HOLD.as_millis() as i64,
+                held: Held::Unread,
+            });
+        };
+        match state.gate(self.policy(), now) {
             Gate::Wait { until_ms, held } => Err(self.bounded(Hold { until_ms, held }, now)),
             other => Ok(other),
         }
@@ -232,7 +240,7 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
         let dims = [("Destination", d.as_str())];
         let result = match (attempt, class) {
             (_, Class::Success) => {
-                if self.state(d).is_clean() {
+                if self.state(d).is_some_and(|s| s.is_clean()) {
                     return;
                 }
                 self.control.succeeded(d, now).await.inspect(|s| {

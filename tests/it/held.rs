@@ -262,3 +262,31 @@ async fn a_retried_claim_that_finds_its_own_write_is_ours() {
     };
     assert_eq!(ledger.claim(&other).await.unwrap(), ClaimOutcome::Busy);
 }
+
+/// Keys `BatchGetItem` leaves unprocessed (throttling) are asked again; a destination whose key
+/// stays unprocessed is left out of the read, which the router holds, never reads as closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn unprocessed_control_keys_are_read_again_and_never_read_as_clean() {
+    use crate::support::standin::AwsStandin;
+    use crate::support::{lean_clients, sdk_config};
+    let standin = AwsStandin::start().await;
+    let config = sdk_config(&standin.url).await;
+    let (dynamodb, _) = lean_clients(&config);
+    let control = DynamoDbDeliveryControl::new(dynamodb, "t");
+    let both = [DestinationName::Nurture, DestinationName::Zapier];
+    // Once unprocessed, then read: both come back.
+    standin.throttle_batch_gets(1);
+    let read = control.read(&both).await.unwrap();
+    assert_eq!(
+        read.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+        both.to_vec()
+    );
+    assert_eq!(
+        standin.calls().get("DynamoDB_20120810.BatchGetItem"),
+        Some(&2)
+    );
+    // Unprocessed on every round: nothing is claimed to be known.
+    standin.throttle_batch_gets(100);
+    let read = control.read(&both).await.unwrap();
+    assert!(read.is_empty(), "{read:?}");
+}

@@ -34,6 +34,8 @@ struct State {
     sent: Mutex<u64>,
     /// `UpdateItem`s whose expression contains this are answered this much later.
     slow_update: Mutex<Option<(String, std::time::Duration)>>,
+    /// The next this many `BatchGetItem`s leave every key unprocessed (throttling).
+    unprocessed_batch_gets: Mutex<u32>,
 }
 
 impl AwsStandin {
@@ -61,6 +63,14 @@ impl AwsStandin {
     pub fn slow_updates(&self, marker: &str, latency: std::time::Duration) {
         if let Ok(mut s) = self.state.slow_update.lock() {
             *s = Some((marker.to_string(), latency));
+        }
+    }
+
+    /// The next `calls` `BatchGetItem`s return every key as `UnprocessedKeys`.
+    #[allow(dead_code)]
+    pub fn throttle_batch_gets(&self, calls: u32) {
+        if let Ok(mut n) = self.state.unprocessed_batch_gets.lock() {
+            *n = calls;
         }
     }
 
@@ -238,6 +248,15 @@ fn answer(state: &State, target: &str, body: &Value) -> (u16, Value) {
             None => (200, json!({})),
         },
         (true, "BatchGetItem") => {
+            if let Ok(mut n) = state.unprocessed_batch_gets.lock()
+                && *n > 0
+            {
+                *n -= 1;
+                return (
+                    200,
+                    json!({"Responses": {}, "UnprocessedKeys": body["RequestItems"].clone()}),
+                );
+            }
             let mut responses = Map::new();
             if let Some(tables) = body["RequestItems"].as_object() {
                 for (table, request) in tables {

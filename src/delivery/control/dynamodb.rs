@@ -13,6 +13,10 @@ use crate::delivery::names::DestinationName;
 use crate::router::ledger::count;
 use crate::table::delivery_control_key;
 
+/// `BatchGetItem` rounds for keys DynamoDB left unprocessed, and the pause between them.
+const UNPROCESSED_ROUNDS: u32 = 3;
+const UNPROCESSED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 #[derive(Clone, Debug)]
 pub struct DynamoDbDeliveryControl {
     client: AwsJsonClient,
@@ -95,26 +99,48 @@ impl DeliveryControl for DynamoDbDeliveryControl {
         if destinations.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<Value> = destinations
+        let mut keys: Vec<Value> = destinations
             .iter()
             .map(|d| json!({ "pk": s(&delivery_control_key(*d)) }))
             .collect();
-        let mut request = serde_json::Map::new();
-        request.insert(self.table.clone(), json!({ "Keys": keys }));
-        let body = json!({ "RequestItems": request });
-        let out = self
-            .client
-            .call("BatchGetItem", &body)
-            .await
-            .map_err(|e| ControlError(e.to_string()))?;
-        let items = out
-            .get("Responses")
-            .and_then(|r| r.get(&self.table))
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
-        // An item not returned (never written, or left unprocessed) reads as a clean state.
+        let mut items: Vec<Value> = Vec::new();
+        // Keys DynamoDB left unprocessed (throttling) are asked again, a few times, briefly.
+        for round in 0..UNPROCESSED_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(UNPROCESSED_BACKOFF * round).await;
+            }
+            let mut request = serde_json::Map::new();
+            request.insert(self.table.clone(), json!({ "Keys": keys }));
+            let body = json!({ "RequestItems": request });
+            let out = self
+                .client
+                .call("BatchGetItem", &body)
+                .await
+                .map_err(|e| ControlError(e.to_string()))?;
+            if let Some(found) = out
+                .get("Responses")
+                .and_then(|r| r.get(&self.table))
+                .and_then(Value::as_array)
+            {
+                items.extend(found.iter().cloned());
+            }
+            keys = out
+                .get("UnprocessedKeys")
+                .and_then(|u| u.get(&self.table))
+                .and_then(|t| t.get("Keys"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if keys.is_empty() {
+                break;
+            }
+        }
+        let unread: Vec<&str> = keys.iter().filter_map(|k| text(k, "pk")).collect();
+        // A key returned with no item was never written: a clean state. One still unprocessed
+        // is left out: the caller treats it as unknown, never as clean.
         Ok(destinations
             .iter()
+            .filter(|d| !unread.contains(&delivery_control_key(**d).as_str()))
             .map(|d| {
                 let key = delivery_control_key(*d);
                 let state = items

@@ -106,6 +106,9 @@ pub enum Held {
     Paused,
     /// The rate limit's next free slot is further off than this invocation can wait.
     RateLimited,
+    /// Its state could not be read (throttled, unprocessed, unreachable): unknown is not
+    /// clean, so the destination waits a moment rather than risk an open breaker.
+    Unread,
 }
 
 impl Held {
@@ -115,6 +118,7 @@ impl Held {
             Held::Probing => "breaker_probing",
             Held::Paused => "paused",
             Held::RateLimited => "rate_limited",
+            Held::Unread => "control_unread",
         }
     }
 }
@@ -203,7 +207,8 @@ pub struct ControlError(pub String);
 pub trait DeliveryControl: Send + Sync {
     /// Whether there is anything to control (false: every call is skipped).
     fn enabled(&self) -> bool;
-    /// The destinations' states, in one read (at the start of a batch).
+    /// The destinations' states, in one read (at the start of a batch). A destination left out
+    /// could not be read: its state is unknown.
     fn read(
         &self,
         destinations: &[DestinationName],

@@ -12,6 +12,8 @@ use crate::delivery::control::{
 #[derive(Default)]
 struct MemoryControl {
     states: Mutex<HashMap<DestinationName, ControlState>>,
+    /// Left out of every read, as keys DynamoDB keeps leaving unprocessed.
+    unread: Mutex<Vec<DestinationName>>,
 }
 
 impl MemoryControl {
@@ -36,7 +38,12 @@ impl DeliveryControl for MemoryControl {
         &self,
         ds: &[DestinationName],
     ) -> Result<Vec<(DestinationName, ControlState)>, ControlError> {
-        Ok(ds.iter().map(|d| (*d, self.state(*d))).collect())
+        let unread = self.unread.lock().unwrap().clone();
+        Ok(ds
+            .iter()
+            .filter(|d| !unread.contains(d))
+            .map(|d| (*d, self.state(*d)))
+            .collect())
     }
     async fn failed(
         &self,
@@ -453,5 +460,39 @@ async fn a_lead_owed_past_the_schedules_total_reaches_the_dlq_with_what_held_it(
             .1
             .ends_with("(RETRY_SCHEDULE_TOTAL): nurture: answered 503"),
         "{letters:?}"
+    );
+}
+
+/// A destination whose state could not be read (its key left unprocessed under throttling) is
+/// held, not sent to as if its breaker were closed; the others go on; nothing counts a failure.
+#[tokio::test(start_paused = true)]
+async fn a_destination_whose_state_was_not_read_is_held_not_read_as_closed() {
+    let r = controlled();
+    // Its breaker is open, but the read does not return it.
+    r.control.set(
+        Nurture,
+        ControlState {
+            failures: 3,
+            opens: 1,
+            open_until_ms: epoch_ms(SystemTime::now()) + 600_000,
+            ..ControlState::default()
+        },
+    );
+    r.control.unread.lock().unwrap().push(Nurture);
+    r.destinations.script(Nurture, vec![Attempt::Delivered]);
+    r.destinations.script(Zapier, vec![Attempt::Delivered]);
+    let env = warm(7);
+    assert_eq!(failed(&r, vec![received("m1", &env, 1)]).await, ["m1"]);
+    assert!(
+        r.destinations.calls(Nurture).is_empty(),
+        "nothing sent into it"
+    );
+    assert_eq!(r.destinations.calls(Zapier).len(), 1);
+    assert_eq!(ledger_failures(&r, &env, Nurture), 0);
+    let delays = r.redelivery.delays.lock().unwrap().clone();
+    assert!(
+        delays[0].1 >= crate::router::gates::UNREAD_HOLD
+            && delays[0].1 <= crate::router::gates::UNREAD_HOLD + Duration::from_secs(1),
+        "{delays:?}"
     );
 }
