@@ -1,6 +1,8 @@
 //! `FeedStore` on DynamoDB, in the same table as everything else: counters
 //! (`feed#webhook#<key>`, `feed#budget#<day>`) taken with a conditional `ADD`, the breaker
-//! (`feed#breaker`), and one `feed#sent#<message id>` item per row Clay accepted.
+//! (`feed#breaker`), and one `feed#sent#<message id>` item per row: claimed (`SENDING`, with a
+//! lease and a token) before it is posted, then `SENT` once Clay accepted it (or it was
+//! dead-lettered). Items written before claims existed have no status: they read as sent.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
@@ -9,11 +11,17 @@ use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use std::collections::HashMap;
 
-use super::feeder::{FeedStore, StoreError};
+use super::feeder::{FeedStore, RowClaim, RowClaimed, StoreError};
 use super::{BreakerPolicy, BreakerState};
 use crate::dynamo::{describe, n, s, written};
 
 use crate::table::FEED_BREAKER_KEY as BREAKER_PK;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+
+/// A row claimed by a receive that is posting it.
+const SENDING: &str = "SENDING";
+/// A row handled for good: Clay took it, or it was dead-lettered.
+const SENT: &str = "SENT";
 
 #[derive(Clone, Debug)]
 pub struct DynamoDbFeedStore {
@@ -199,17 +207,46 @@ impl FeedStore for DynamoDbFeedStore {
         Ok(())
     }
 
-    async fn was_sent(&self, message_id: &str) -> Result<bool, StoreError> {
-        let out = self
+    async fn claim_row(&self, c: &RowClaim) -> Result<RowClaimed, StoreError> {
+        let result = self
             .client
-            .get_item()
+            .put_item()
             .table_name(&self.table)
-            .key("pk", s(&crate::table::feed_sent_key(message_id)))
-            .consistent_read(true)
+            .item("pk", s(&crate::table::feed_sent_key(&c.message_id)))
+            .item("status", s(SENDING))
+            .item("lease", n(c.lock_until_ms))
+            .item("lease_token", s(&c.token))
+            .item("expires_at", n(c.expires_at))
+            // Ours when never claimed, or when the claim of an invocation that is gone lapsed.
+            .condition_expression(
+                "attribute_not_exists(pk) OR (#status = :sending AND #lease < :now_ms)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease")
+            .expression_attribute_values(":sending", s(SENDING))
+            .expression_attribute_values(":now_ms", n(c.now_ms))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await
-            .map_err(err)?;
-        Ok(out.item.is_some())
+            .await;
+        match result {
+            Ok(_) => Ok(RowClaimed::Claimed),
+            Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
+                PutItemError::ConditionalCheckFailedException(e) => {
+                    let item = e.item().cloned().unwrap_or_default();
+                    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                    Ok(match text("status").as_deref() {
+                        // Our own put, applied on an attempt whose answer was lost.
+                        Some(SENDING) if text("lease_token").as_deref() == Some(&c.token) => {
+                            RowClaimed::Claimed
+                        }
+                        Some(SENDING) => RowClaimed::Busy,
+                        _ => RowClaimed::Handled,
+                    })
+                }
+                other => Err(StoreError(DisplayErrorContext(&other).to_string())),
+            },
+            Err(e) => Err(err(e)),
+        }
     }
 
     async fn mark_sent(&self, message_id: &str, expires_at: i64) -> Result<(), StoreError> {
@@ -217,10 +254,28 @@ impl FeedStore for DynamoDbFeedStore {
             .put_item()
             .table_name(&self.table)
             .item("pk", s(&crate::table::feed_sent_key(message_id)))
+            .item("status", s(SENT))
             .item("expires_at", n(expires_at))
             .send()
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    async fn release_row(&self, c: &RowClaim) -> Result<(), StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&crate::table::feed_sent_key(&c.message_id)))
+            .condition_expression("#status = :sending AND #tok = :tok")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#tok", "lease_token")
+            .expression_attribute_values(":sending", s(SENDING))
+            .expression_attribute_values(":tok", s(&c.token))
+            .send()
+            .await;
+        // Not ours any more (lapsed and taken over): nothing to give back.
+        written(deleted).map(|_| ()).map_err(StoreError)
     }
 }

@@ -53,12 +53,45 @@ pub trait FeedStore: Send + Sync {
     /// Adds `delta` (negative to give back) without a condition.
     fn add(&self, counter: &str, delta: i64)
     -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn was_sent(&self, message_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Claims the row before anything is sent, so two receives of one message (SQS is
+    /// at-least-once; two instances) never both post it: ours when never claimed, or when the
+    /// claim of an invocation that is gone has lapsed.
+    fn claim_row(
+        &self,
+        claim: &RowClaim,
+    ) -> impl Future<Output = Result<RowClaimed, StoreError>> + Send;
+    /// The row is handled for good (sent, or dead-lettered): a redelivery skips it.
     fn mark_sent(
         &self,
         message_id: &str,
         expires_at: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Gives our claim back unsent, so the next receive may take it.
+    fn release_row(&self, claim: &RowClaim) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A receive's claim on one intake row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowClaim {
+    pub message_id: String,
+    /// Epoch ms: until then no other receive may send the row.
+    pub lock_until_ms: i64,
+    pub now_ms: i64,
+    /// Random, one per claim: a claim that finds it in the item wrote it itself.
+    pub token: String,
+    /// Epoch seconds: when the item may be forgotten.
+    pub expires_at: i64,
+}
+
+/// What claiming a row found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowClaimed {
+    /// Ours to send.
+    Claimed,
+    /// Already handled by an earlier receive (sent, or dead-lettered).
+    Handled,
+    /// Another receive is sending it now.
+    Busy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,18 +272,50 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
         metrics: &Metrics,
     ) -> Fate {
         let id = record.message_id.as_deref().unwrap_or("");
-        let raw = record.body.as_deref().unwrap_or("");
-        match self.store.was_sent(id).await {
-            Ok(true) => {
+        let now_ms = epoch_ms(SystemTime::now());
+        let claim = RowClaim {
+            message_id: id.to_string(),
+            // A claim outlives this invocation a little, then another receive may take over.
+            lock_until_ms: epoch_ms(deadline) + 1_000,
+            now_ms,
+            token: format!("{:016x}", fastrand::u64(..)),
+            expires_at: now_ms / 1000 + self.settings.sent_ttl_seconds,
+        };
+        match self.store.claim_row(&claim).await {
+            Ok(RowClaimed::Claimed) => {}
+            Ok(RowClaimed::Handled) => {
                 info!("already handled by an earlier receive (sent, or dead-lettered); skipped");
                 return Fate::Done;
             }
-            Ok(false) => {}
+            Ok(RowClaimed::Busy) => {
+                info!("another receive is sending this row; it comes back later");
+                return Fate::Retry;
+            }
             Err(e) => {
-                warn!(error = %e, "cannot check whether the row was sent");
+                warn!(error = %e, "cannot claim the row");
                 return Fate::Retry;
             }
         }
+        let fate = self.claimed(record, breaker, pace, deadline, metrics).await;
+        if fate != Fate::Done
+            && let Err(e) = self.store.release_row(&claim).await
+        {
+            warn!(error = %e, "could not give the row's claim back; it lapses on its own");
+        }
+        fate
+    }
+
+    /// One row this receive has claimed: sent, dead-lettered, or left for a later receive.
+    async fn claimed(
+        &self,
+        record: &SqsMessage,
+        breaker: &mut BreakerState,
+        pace: &mut Pace,
+        deadline: SystemTime,
+        metrics: &Metrics,
+    ) -> Fate {
+        let id = record.message_id.as_deref().unwrap_or("");
+        let raw = record.body.as_deref().unwrap_or("");
         let body = match prepare_raw(raw.as_bytes()) {
             Ok(b) => b,
             Err(reason) => return self.dead_letter(record, &reason.to_string(), metrics).await,

@@ -12,6 +12,8 @@ struct MemoryStore {
     counters: Mutex<HashMap<String, i64>>,
     breaker: Mutex<BreakerState>,
     sent: Mutex<HashSet<String>>,
+    /// Live claims: message id to (token, lock until).
+    claims: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl FeedStore for MemoryStore {
@@ -56,8 +58,28 @@ impl FeedStore for MemoryStore {
             .or_default() += delta;
         Ok(())
     }
-    async fn was_sent(&self, message_id: &str) -> Result<bool, StoreError> {
-        Ok(self.sent.lock().unwrap().contains(message_id))
+    async fn claim_row(&self, c: &RowClaim) -> Result<RowClaimed, StoreError> {
+        if self.sent.lock().unwrap().contains(&c.message_id) {
+            return Ok(RowClaimed::Handled);
+        }
+        let mut claims = self.claims.lock().unwrap();
+        match claims.get(&c.message_id) {
+            Some((token, until)) if *token != c.token && *until >= c.now_ms => Ok(RowClaimed::Busy),
+            _ => {
+                claims.insert(c.message_id.clone(), (c.token.clone(), c.lock_until_ms));
+                Ok(RowClaimed::Claimed)
+            }
+        }
+    }
+    async fn release_row(&self, c: &RowClaim) -> Result<(), StoreError> {
+        let mut claims = self.claims.lock().unwrap();
+        if claims
+            .get(&c.message_id)
+            .is_some_and(|(t, _)| *t == c.token)
+        {
+            claims.remove(&c.message_id);
+        }
+        Ok(())
     }
     async fn mark_sent(&self, message_id: &str, _exp: i64) -> Result<(), StoreError> {
         self.sent.lock().unwrap().insert(message_id.to_string());

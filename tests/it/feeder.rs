@@ -495,3 +495,36 @@ async fn a_postponement_longer_than_sqs_allows_still_holds_the_records() {
         "the postponement was refused: the records came back"
     );
 }
+
+/// Two receives of the same intake messages at once (SQS is at-least-once; two instances)
+/// post each row to Clay once: the row is claimed before it is sent, not checked and then sent.
+/// Clay answers slowly, so both receives are in flight together.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_receives_of_one_row_at_once_post_it_once() {
+    let rig = rig(None).await;
+    let s = settings(&rig, 1, "");
+    let a = feeder(&rig, s.clone());
+    let b = feeder(&rig, s);
+    rig.clay.script(std::iter::repeat_n(
+        Script::Slow(Duration::from_millis(300)),
+        8,
+    ));
+    let event = batch(&rig, &rows(3), 30).await;
+    let (ra, rb) = tokio::join!(
+        a.handle(event.clone(), deadline()),
+        b.handle(event.clone(), deadline())
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        rig.clay.hits().len(),
+        3,
+        "each row posted once: {ra:?} {rb:?}"
+    );
+    // A row the other receive was sending is left for later (or found handled); a later
+    // receive finds every row handled.
+    assert!(ra.batch_item_failures.len() + rb.batch_item_failures.len() <= 3);
+    let again = feeder(&rig, settings(&rig, 1, ""));
+    let r = again.handle(event, deadline()).await.unwrap();
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert_eq!(rig.clay.hits().len(), 3);
+}
