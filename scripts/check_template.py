@@ -185,6 +185,11 @@ def control_checks(t, env, may):
                   and r["Properties"].get("MetricName") == "BreakerOpen"
                   and {"Name": "Destination", "Value": d} in r["Properties"].get("Dimensions", [])]
         results.append((f"an alarm says when {d}'s breaker is open", len(alarms) == 1, alarms))
+    for fn in ["ingest", "router", "feeder"]:
+        refused = [name for name, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"
+                   and r["Properties"].get("MetricName") == "SecretsRefused"
+                   and {"Name": "Function", "Value": fn} in r["Properties"].get("Dimensions", [])]
+        results.append((f"an alarm says when the {fn}'s secrets are refused", len(refused) == 1, refused))
     body = json.dumps(resources.get("Dashboard", {}).get("Properties", {}).get("DashboardBody"))
     for metric in ["BreakerOpen", "Held", "RateLimitWait", "RetryDepth"]:
         results.append((f"the dashboard shows {metric}", metric in body, None))
@@ -305,6 +310,7 @@ def self_test(path):
         "a router that cannot reach its DLQ": lambda t: t["Resources"]["RouterFunction"]["Properties"]["Environment"][
             "Variables"].pop("LEAD_DLQ_URL"),
         "no breaker alarm for slack": lambda t: t["Resources"].pop("BreakerOpenSlackAlarm"),
+        "no alarm on refused secrets for ingest": lambda t: t["Resources"].pop("SecretsRefusedIngestAlarm"),
         "a router without its rate limits": lambda t: t["Resources"]["RouterFunction"]["Properties"]["Environment"][
             "Variables"].pop("DESTINATION_RATE_LIMITS"),
         "the warehouse on any bucket": lambda t: [

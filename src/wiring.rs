@@ -115,7 +115,10 @@ async fn start<T>(
         fetch_and_warm_up_us = (started.elapsed() - loaded).as_micros() as u64,
         "init timings"
     );
-    let first = build(&resolved, &clients)?;
+    // Refused values stop a cold start as they stop a warm instance: one rule, one metric.
+    let first = build(&resolved, &clients).inspect_err(|_| {
+        crate::secret_refs::refreshing::count_refusal();
+    })?;
     Ok(Refreshing::new(
         first,
         resolved,

@@ -19,7 +19,11 @@ async fn serve() -> Result<(), Error> {
     })?;
     let ingest = &ingest;
     lambda_http::run(service_fn(move |req| async move {
-        handle_request(&*ingest.current().await, req).await
+        match ingest.current().await {
+            Ok(ingest) => handle_request(&ingest, req).await,
+            // Refused secrets: nothing is accepted with the list they replaced; Clay retries.
+            Err(refused) => Ok(clayhook::ingest::http::refused_configuration(&refused)),
+        }
     }))
     .await
 }

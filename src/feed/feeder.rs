@@ -154,6 +154,9 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> crate::batch::SqsBatchHandler for
 pub enum FeederError {
     #[error("a failed record has no message id; failing the whole batch")]
     UnnamedFailure,
+    /// The secrets in use were refused: the whole batch fails and comes back.
+    #[error(transparent)]
+    SecretsRefused(#[from] crate::secret_refs::refreshing::SecretsRefused),
 }
 
 /// What became of one record.

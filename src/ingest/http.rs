@@ -27,7 +27,9 @@ pub fn respond(result: &Result<Outcome, IngestError>) -> Response<Body> {
             let (status, body) = error_body(e);
             let retry_after = match e {
                 IngestError::InProgress { .. } => Some("1"),
-                IngestError::Store(_) | IngestError::Queue(_) => Some(UNAVAILABLE_RETRY_AFTER),
+                IngestError::Store(_) | IngestError::Queue(_) | IngestError::SecretsRefused(_) => {
+                    Some(UNAVAILABLE_RETRY_AFTER)
+                }
                 _ => None,
             };
             (status, body, retry_after)
@@ -127,9 +129,17 @@ fn error_body(e: &IngestError) -> (StatusCode, Value) {
             json!({"error": {"code": "in_progress",
                 "message": "the same request is still being processed; retry shortly", "id": id}}),
         ),
-        IngestError::Store(_) | IngestError::Queue(_) => (
+        IngestError::Store(_) | IngestError::Queue(_) | IngestError::SecretsRefused(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             error("unavailable", "temporarily unavailable; retry later"),
         ),
     }
+}
+
+/// The answer while the function's secrets are refused: 503 `unavailable`, as for an outage
+/// (the reason stays in the log, never in the answer).
+pub fn refused_configuration(
+    refused: &crate::secret_refs::refreshing::SecretsRefused,
+) -> Response<Body> {
+    respond(&Err(IngestError::SecretsRefused(refused.clone())))
 }

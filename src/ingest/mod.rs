@@ -99,6 +99,10 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    /// The function's fetched secrets are refused by its configuration: nothing is accepted
+    /// (not with the list they replaced, which may hold a removed token) until they are fixed.
+    #[error(transparent)]
+    SecretsRefused(#[from] crate::secret_refs::refreshing::SecretsRefused),
 }
 
 /// The use case, generic over its two ports.

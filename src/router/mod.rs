@@ -138,6 +138,9 @@ pub enum RouterError {
     /// nothing is lost (the ledger keeps delivered destinations from being sent twice).
     #[error("a failed record has no message id; failing the whole batch")]
     UnnamedFailure,
+    /// The secrets in use were refused: the whole batch fails and comes back.
+    #[error(transparent)]
+    SecretsRefused(#[from] crate::secret_refs::refreshing::SecretsRefused),
 }
 
 /// Kept free after the last request of an invocation for the work that records it: the ledger,

@@ -256,28 +256,40 @@ fn refreshing(store: MemoryStore) -> (Refreshing<String, MemoryStore>, SecretRef
     (holder, refs)
 }
 
+/// A rotation is used from the next invocation. One the configuration refuses stops the
+/// function, as it stops a cold start: the values it replaced (which may hold the token being
+/// removed) are not kept. Fixed, it serves again; an unreachable store keeps what works.
 #[tokio::test]
-async fn a_rotation_is_used_from_the_next_invocation_and_a_bad_one_is_not() {
+async fn a_rotation_is_used_from_the_next_invocation_and_a_refused_one_serves_nothing() {
     let store = MemoryStore::default();
     store.set(
         app(),
         r#"{"CLAY_WEBHOOK_SECRETS":"first-secret-0123456789"}"#,
     );
     let (holder, _) = refreshing(store);
-    assert_eq!(*holder.current().await, "first-secret-0123456789");
+    assert_eq!(*holder.current().await.unwrap(), "first-secret-0123456789");
     holder.store.set(
         app(),
         r#"{"CLAY_WEBHOOK_SECRETS":"second-secret-0123456789"}"#,
     );
-    assert_eq!(*holder.current().await, "second-secret-0123456789");
-    // Refused by the configuration: the working value stays.
+    assert_eq!(*holder.current().await.unwrap(), "second-secret-0123456789");
+    // Refused by the configuration: nothing is served, the previous value no longer either.
     holder
         .store
         .set(app(), r#"{"CLAY_WEBHOOK_SECRETS":"short"}"#);
-    assert_eq!(*holder.current().await, "second-secret-0123456789");
-    // Unreachable: the working value stays, too.
+    let refused = holder.current().await.unwrap_err();
+    assert!(refused.to_string().contains("too short"), "{refused}");
+    assert!(!refused.to_string().contains("short\""), "{refused}");
+    assert!(holder.current().await.is_err(), "still refused");
+    // Fixed: served again from the next invocation.
+    holder.store.set(
+        app(),
+        r#"{"CLAY_WEBHOOK_SECRETS":"third-secret-0123456789"}"#,
+    );
+    assert_eq!(*holder.current().await.unwrap(), "third-secret-0123456789");
+    // Unreachable: the working value stays.
     holder.store.values.lock().unwrap().clear();
-    assert_eq!(*holder.current().await, "second-secret-0123456789");
+    assert_eq!(*holder.current().await.unwrap(), "third-secret-0123456789");
 }
 
 #[tokio::test]
@@ -295,7 +307,7 @@ async fn nothing_is_fetched_before_the_interval() {
     let first = refs.resolve(&store).await.unwrap();
     let holder = Refreshing::new(1u8, first, refs, store, |_: &Resolved| Ok(2u8));
     for _ in 0..5 {
-        assert_eq!(*holder.current().await, 1);
+        assert_eq!(*holder.current().await.unwrap(), 1);
     }
     assert_eq!(holder.store.fetches.load(Ordering::SeqCst), 1);
 }

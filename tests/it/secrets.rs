@@ -158,19 +158,35 @@ async fn a_rotated_secret_is_in_use_after_the_refresh_interval_without_a_restart
     };
     let first = build(&resolved).unwrap();
     let function = Refreshing::new(first, resolved, references, store, build);
-    assert_eq!(*function.current().await, "first-token-0123456789");
+    assert_eq!(*function.current().await.unwrap(), "first-token-0123456789");
     aws.rotate(
         &name,
         r#"{"CLAY_WEBHOOK_SECRETS":"second-token-0123456789"}"#,
     )
     .await;
     // Within the interval the values fetched at start stay.
-    assert_eq!(*function.current().await, "first-token-0123456789");
+    assert_eq!(*function.current().await.unwrap(), "first-token-0123456789");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(*function.current().await, "second-token-0123456789");
-    // A rotation to a secret the configuration refuses keeps the working one.
-    aws.rotate(&name, r#"{"CLAY_WEBHOOK_SECRETS":"short"}"#)
-        .await;
+    assert_eq!(
+        *function.current().await.unwrap(),
+        "second-token-0123456789"
+    );
+    // A rotation that removes the second token but adds an entry the configuration refuses
+    // does not keep the second token working: nothing is served until it is fixed.
+    aws.rotate(
+        &name,
+        r#"{"CLAY_WEBHOOK_SECRETS":"third-token-0123456789,short"}"#,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(*function.current().await, "second-token-0123456789");
+    let refused = function.current().await.unwrap_err();
+    assert!(!refused.to_string().contains(",short"), "{refused}");
+    assert!(!refused.to_string().contains("third-token"), "{refused}");
+    aws.rotate(
+        &name,
+        r#"{"CLAY_WEBHOOK_SECRETS":"third-token-0123456789"}"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(*function.current().await.unwrap(), "third-token-0123456789");
 }

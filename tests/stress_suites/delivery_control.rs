@@ -3,8 +3,10 @@
 //!
 //! 1. A destination down for a long stretch, 200 leads: the breaker opens within its threshold
 //!    (plus what was in flight), the other destination keeps flowing, held receives count no
-//!    failure (the retry schedule here is shorter than the outage, so counting them would send
-//!    leads to the DLQ), and after recovery every lead is delivered exactly once.
+//!    failure (the retry schedule's seven short steps are over well inside the outage, so
+//!    counting them would leave leads waiting out its 3-minute last step), and after recovery
+//!    every lead is delivered exactly once. The schedule's total (3 min since a lead was
+//!    accepted) is longer than the outage: held work ends there, not before.
 //! 2. Two router instances, two pollers each, share one rate limit: the request rate the server
 //!    sees stays within 10% of the limit.
 //! 3. Leads delivered before a destination was configured are replayed to it with the real
@@ -314,9 +316,11 @@ pub async fn breaker_outage() -> Row {
             max_wait: Duration::from_secs(2),
             ..ControlSettings::default()
         },
-        // Eight failed receives over 14 s: far shorter than the outage. Were held receives
-        // counted, leads would reach the DLQ.
-        schedule: RetrySchedule::parse("2s", "14s").unwrap(),
+        // Seven failed receives over 14 s, far shorter than the outage, then 3 minutes. Were
+        // held receives counted, leads would wait out the 3 minutes (and the ledger's count
+        // would exceed the failed requests). The total bounds a lead's whole life: longer than
+        // the outage.
+        schedule: RetrySchedule::parse("2s,2s,2s,2s,2s,2s,2s,3m", "3m").unwrap(),
 
         max_receive_count: 1000,
     };
@@ -388,7 +392,7 @@ pub async fn breaker_outage() -> Row {
         .sum();
     Row {
         suite: format!(
-            "breaker (200 leads, nurture down {} s, schedule 14 s; {failed_requests} failed requests)",
+            "breaker (200 leads, nurture down {} s, 7 steps in 14 s; {failed_requests} failed requests)",
             OUTAGE.as_secs()
         ),
         sent: ids.len(),

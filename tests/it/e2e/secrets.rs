@@ -107,10 +107,18 @@ async fn e2e_secrets_by_reference_are_fetched_at_start_and_rotated_without_a_res
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(post_with_token(&ingest, first, &lead(5)).await, 401);
     assert_eq!(post_with_token(&ingest, second, &lead(6)).await, 202);
-    // A rotation the configuration refuses keeps the working token, with a log line.
-    values["CLAY_WEBHOOK_SECRETS"] = json!("short-tok");
+    // A rotation the configuration refuses (one entry too short), here one that also removes
+    // the first token as after a leak: nothing is accepted, the removed token no more than
+    // any, until it is fixed (503: Clay retries); a cold start refuses the same values.
+    values["CLAY_WEBHOOK_SECRETS"] = json!(format!("{second},short-tok"));
     put_secret(&sm, &name, &values).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(post_with_token(&ingest, first, &lead(7)).await, 503);
+    assert_eq!(post_with_token(&ingest, second, &lead(7)).await, 503);
+    values["CLAY_WEBHOOK_SECRETS"] = json!(second);
+    put_secret(&sm, &name, &values).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(post_with_token(&ingest, first, &lead(7)).await, 401);
     assert_eq!(post_with_token(&ingest, second, &lead(7)).await, 202);
 
     // The router: one destination from the JSON secret, one from an SSM parameter.
@@ -167,6 +175,10 @@ async fn e2e_secrets_by_reference_are_fetched_at_start_and_rotated_without_a_res
     assert!(
         ingest_log.contains("the changed secrets are refused"),
         "{ingest_log}"
+    );
+    assert!(
+        ingest_log.contains("\"SecretsRefused\""),
+        "the refusal is a metric: {ingest_log}"
     );
     for log in [
         &ingest_log,
