@@ -741,8 +741,13 @@ async fn the_ledger_delivers_each_version_once_and_never_rolls_back() {
         ledger.claim(&a).await.unwrap(),
         ClaimOutcome::Claimed { failures: 0 }
     );
+    // Another invocation's claim of the same version (its own token) finds A's live claim.
+    let a_elsewhere = DeliveryClaim {
+        token: clayhook::router::ledger::claim_token(),
+        ..a.clone()
+    };
     assert_eq!(
-        ledger.claim(&a).await.unwrap(),
+        ledger.claim(&a_elsewhere).await.unwrap(),
         ClaimOutcome::Busy,
         "a live claim"
     );
