@@ -24,6 +24,14 @@ impl ConfigError {
     pub fn refused(e: impl std::error::Error + Send + Sync + 'static) -> ConfigError {
         ConfigError::Refused(Box::new(e))
     }
+
+    /// Whether it is about a secret setting (every message names its variable).
+    pub fn about_secrets(&self) -> bool {
+        let text = self.to_string();
+        crate::secret_refs::SECRET_VARIABLES
+            .iter()
+            .any(|v| text.contains(v))
+    }
 }
 
 /// Reads variables through `lookup`, so tests need not touch the process environment.

@@ -116,8 +116,10 @@ async fn start<T>(
         "init timings"
     );
     // Refused values stop a cold start as they stop a warm instance: one rule, one metric.
-    let first = build(&resolved, &clients).inspect_err(|_| {
-        crate::secret_refs::refreshing::count_refusal();
+    let first = build(&resolved, &clients).inspect_err(|e| {
+        if e.about_secrets() {
+            crate::secret_refs::refreshing::count_refusal();
+        }
     })?;
     Ok(Refreshing::new(
         first,

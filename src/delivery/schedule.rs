@@ -64,7 +64,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 impl RetrySchedule {
-    /// The listed steps (each 1 s to 12 h), then the last one again until the total is reached.
+    /// The listed steps (each 1 s to [`MAX_STEP`]), then the last one again until the total.
     pub fn parse(steps: &str, total: &str) -> Result<RetrySchedule, String> {
         let mut listed = Vec::new();
         for step in steps.split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -132,7 +132,8 @@ where
         reserved: 1,
         more_submissions,
     };
-    let attempt_time = clay.request_timeout().min(Duration::from_secs(1));
+    // A retry is only worth waiting for if a whole post still fits after the wait.
+    let attempt_time = clay.request_timeout();
     let r = drive(&mut row, policy, deadline, attempt_time).await;
     Submission {
         // Every attempt is made (pacing waits rather than skips).

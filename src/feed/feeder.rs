@@ -17,8 +17,10 @@ use super::{
 use crate::delivery::retry::{Attempt, Class, RetryPolicy, classify};
 use crate::metrics::Metrics;
 
-/// Shortest time left worth starting a submission in.
-const MIN_TIME_FOR_A_ROW: Duration = Duration::from_secs(2);
+/// Kept free after the last post of an invocation for the work that records it (the row marked
+/// sent, the counters, the breaker): no post starts that could not end before the deadline
+/// less this, and the calls after a post end by the deadline.
+pub const BOOKKEEPING_RESERVE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 #[error("feeder state unavailable: {0}")]
@@ -321,10 +323,19 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
         let raw = record.body.as_deref().unwrap_or("");
         let body = match prepare_raw(raw.as_bytes()) {
             Ok(b) => b,
-            Err(reason) => return self.dead_letter(record, &reason.to_string(), metrics).await,
+            Err(reason) => {
+                return self
+                    .dead_letter(record, &reason.to_string(), (metrics, deadline))
+                    .await;
+            }
         };
         let now = SystemTime::now();
-        if deadline.duration_since(now).unwrap_or_default() < MIN_TIME_FOR_A_ROW {
+        // Only a post that can run its whole timeout starts: one cut short may have been taken
+        // by Clay (which takes no idempotency key), and would be sent again.
+        let send_by = deadline
+            .checked_sub(BOOKKEEPING_RESERVE)
+            .unwrap_or(deadline);
+        if send_by.duration_since(now).unwrap_or_default() < self.clay.request_timeout() {
             return Fate::Retry;
         }
         // The daily budget first: a row that cannot be afforded today takes no webhook slot.
@@ -397,7 +408,7 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
             &body,
             &self.settings.retry,
             pace,
-            deadline,
+            send_by,
             more_submissions,
         )
         .await;
@@ -415,7 +426,7 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
         if sub.accepted() {
             metrics.count("SentToClay", &[]);
             info!(webhook = %webhook.label, attempts = sub.attempts, "row sent to Clay");
-            self.handled(id).await;
+            self.handled(id, deadline).await;
             // Always told to the store: failures other instances counted since this batch read
             // the breaker are reset too, so "consecutive" holds across instances.
             let now = epoch_ms(SystemTime::now());
@@ -438,7 +449,9 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
         metrics.count("ClayFailed", &[("Class", class)]);
         if !systemic {
             // Clay is up and refused this row (400, 413, ...): retrying cannot help.
-            return self.dead_letter(record, &answer(&sub.last), metrics).await;
+            return self
+                .dead_letter(record, &answer(&sub.last), (metrics, deadline))
+                .await;
         }
         let (policy, now) = (&self.settings.breaker, epoch_ms(SystemTime::now()));
         *breaker = self
@@ -499,14 +512,27 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
     }
 
     /// Remembers the message as handled, so a redelivery neither sends nor dead-letters it again.
-    async fn handled(&self, message_id: &str) {
+    async fn handled(&self, message_id: &str, deadline: SystemTime) {
         let expires = epoch_ms(SystemTime::now()) / 1000 + self.settings.sent_ttl_seconds;
-        if let Err(e) = self.store.mark_sent(message_id, expires).await {
-            warn!(error = %e, "handled but not recorded; a redelivery would repeat it");
+        // Before anything else after the post: this is the write that keeps it from a second.
+        let done_by = deadline
+            .checked_sub(self.settings.retry.safety_margin)
+            .unwrap_or(deadline);
+        match crate::clock::by(done_by, self.store.mark_sent(message_id, expires)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                warn!(error = %e, "handled but not recorded; a redelivery would repeat it")
+            }
+            None => warn!("handled but not recorded in time; a redelivery would repeat it"),
         }
     }
 
-    async fn dead_letter(&self, record: &SqsMessage, reason: &str, metrics: &Metrics) -> Fate {
+    async fn dead_letter(
+        &self,
+        record: &SqsMessage,
+        reason: &str,
+        (metrics, deadline): (&Metrics, SystemTime),
+    ) -> Fate {
         match self.intake.dead_letter(record, reason).await {
             Ok(()) => {
                 metrics.count("DeadLettered", &[]);
@@ -514,7 +540,7 @@ impl<S: FeedStore, Q: Intake, C: ClayWebhooks> Feeder<S, Q, C> {
                     reason,
                     "record cannot be sent to Clay; moved to the dead-letter queue"
                 );
-                self.handled(record.message_id.as_deref().unwrap_or(""))
+                self.handled(record.message_id.as_deref().unwrap_or(""), deadline)
                     .await;
                 Fate::Done
             }

@@ -357,6 +357,25 @@ async fn the_largest_accepted_lead_still_fits_the_dead_letter_queue() {
         crate::queue::dead_letter_size(&letter),
         i.settings.max_message_bytes
     );
+    // Replayed to every destination and then redriven, its copy still fits.
+    let mut again = crate::envelope::Envelope::parse(&sent[0].body).unwrap();
+    again.replay = Some(crate::envelope::Replay {
+        at_ms: i64::MAX,
+        force: true,
+        destinations: crate::delivery::names::DestinationName::ALL.to_vec(),
+    });
+    again.redriven_at_ms = Some(i64::MAX);
+    let grown = again.to_json();
+    let letter = crate::queue::DeadLetter {
+        body: &grown,
+        ..letter
+    };
+    assert!(
+        crate::queue::dead_letter_size(&letter) <= i.settings.max_message_bytes,
+        "{} > {}",
+        crate::queue::dead_letter_size(&letter),
+        i.settings.max_message_bytes
+    );
     assert_eq!(
         crate::queue::short_reason(&long_reason).len(),
         crate::queue::MAX_REASON_BYTES

@@ -14,10 +14,11 @@ pub const RECEIVES_ATTRIBUTE: &str = "clayhook_receives";
 
 /// The longest reason a dead letter carries (bytes; cut at a character boundary).
 pub const MAX_REASON_BYTES: usize = 900;
-/// Room every lead message leaves under the queue's maximum size for what its dead-letter copy
-/// adds: SQS counts message attributes (name, type and value) toward the same limit, and the
-/// copy carries the reason and the receive count.
-pub const DEAD_LETTER_ROOM: usize = 1_024;
+/// Room every lead message leaves under the queue's maximum size for what later copies add:
+/// SQS counts message attributes (name, type and value) toward the same limit, and a dead-letter
+/// copy carries the reason and the receive count (under 1 KB); a redrive or a replay marks the
+/// envelope (when, and which destinations) in the rest.
+pub const DEAD_LETTER_ROOM: usize = 2_048;
 const _: () = assert!(
     REASON_ATTRIBUTE.len()
         + "String".len()

@@ -216,11 +216,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 .cloned()
                 .unwrap_or(Attempt::Delivered);
             let class = classify(&whole, SystemTime::now());
-            crate::clock::by(
-                self.done_by(deadline),
-                gates.after(dest, &whole, &class, metrics),
-            )
-            .await;
+            gates.after(dest, &whole, &class, metrics).await;
             let failed = answers.iter().filter(|a| **a != Attempt::Delivered).count();
             if failed == 0 {
                 break;
@@ -314,9 +310,12 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 why: format!("{dest}: {}", outcome.what),
             },
             (Some(Class::Transient { not_before }), h) => RecordResult::Retry {
-                not_before: not_before.max(
-                    h.map(|h| Duration::from_millis((h.until_ms - epoch_ms(now)).max(0) as u64)),
-                ),
+                // The destination's own word on when to come back, within the bound.
+                not_before: not_before
+                    .map(|n| n.min(self.settings.control.max_vendor_wait))
+                    .max(h.map(|h| {
+                        Duration::from_millis((h.until_ms - epoch_ms(now)).max(0) as u64)
+                    })),
                 why: format!("{dest}: {}", outcome.what),
                 failures,
             },

@@ -42,6 +42,17 @@ pub struct Gates<'a, C> {
     settings: &'a ControlSettings,
     /// What is known of each destination; one missing could not be read, and is held.
     states: Mutex<HashMap<DestinationName, ControlState>>,
+    /// The invocation's last moment to send: every call before a request ends by it, and the
+    /// breaker's update after one by [`AFTER_SEND`] past it (the ledger's write gets the rest
+    /// of the bookkeeping reserve).
+    send_by: std::time::SystemTime,
+}
+
+/// The share of the bookkeeping reserve the breaker's update after a request may use.
+pub const AFTER_SEND: Duration = Duration::from_secs(1);
+
+fn late() -> crate::delivery::control::ControlError {
+    crate::delivery::control::ControlError("no answer before the invocation's deadline".into())
 }
 
 /// How long a destination whose state could not be read waits before the next look.
@@ -59,10 +70,14 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
         control: &'a C,
         settings: &'a ControlSettings,
         destinations: &[DestinationName],
+        send_by: std::time::SystemTime,
     ) -> Gates<'a, C> {
         let mut states = HashMap::new();
         if control.enabled() && settings.enabled() {
-            match control.read(destinations).await {
+            let read = crate::clock::by(send_by, control.read(destinations))
+                .await
+                .unwrap_or_else(|| Err(late()));
+            match read {
                 Ok(read) => states.extend(read),
                 Err(e) => {
                     warn!(error = %e, "could not read the delivery control; its destinations wait")
@@ -73,6 +88,7 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
             control,
             settings,
             states: Mutex::new(states),
+            send_by,
         }
     }
 
@@ -131,7 +147,13 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
     pub async fn probe(&self, d: DestinationName, lease: Duration) -> Result<(), Hold> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        match self.control.take_probe(d, self.policy(), now, until).await {
+        let taken = crate::clock::by(
+            self.send_by,
+            self.control.take_probe(d, self.policy(), now, until),
+        )
+        .await
+        .unwrap_or_else(|| Err(late()));
+        match taken {
             Ok(Ok(state)) => {
                 self.keep(d, state);
                 info!(destination = %d, "breaker half-open: this delivery is the probe");
@@ -178,7 +200,10 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
         loop {
             tries += 1;
             let now = now_ms();
-            let booking = self.control.book(d, limit, now, max_wait).await;
+            let booking =
+                crate::clock::by(self.send_by, self.control.book(d, limit, now, max_wait))
+                    .await
+                    .unwrap_or_else(|| Err(late()));
             let Ok(Booking::SendAt(at)) = booking else {
                 return self.not_booked(d, booking, now);
             };
@@ -238,45 +263,49 @@ impl<'a, C: DeliveryControl> Gates<'a, C> {
         }
         let now = now_ms();
         let dims = [("Destination", d.as_str())];
-        let result = match (attempt, class) {
-            (_, Class::Success) => {
-                if self.state(d).is_some_and(|s| s.is_clean()) {
-                    return;
-                }
-                self.control.succeeded(d, now).await.inspect(|s| {
-                    if s.is_clean() {
-                        info!(destination = %d, "breaker closed");
+        let update = async {
+            match (attempt, class) {
+                (_, Class::Success) => {
+                    if self.state(d).is_some_and(|s| s.is_clean()) {
+                        return None;
                     }
-                })
-            }
-            // A 429 says "slower", not "down": it pauses, it never counts toward the breaker.
-            (Attempt::Status { status: 429, .. }, Class::Transient { not_before }) => {
-                let wait = not_before
-                    .unwrap_or(PAUSE_WITHOUT_RETRY_AFTER)
-                    .min(self.settings.max_vendor_wait);
-                let until = now + wait.as_millis() as i64;
-                metrics.count("Paused", &dims);
-                warn!(destination = %d, wait_ms = wait.as_millis() as u64, "429: the destination is paused for every router");
-                self.control.pause(d, until).await
-            }
-            (_, Class::Transient { .. }) if self.settings.breaker.is_some() => {
-                match self.control.failed(d, self.policy(), now).await {
-                    Ok((state, opened)) => {
-                        if opened {
-                            metrics.count("BreakerOpened", &dims);
-                            warn!(
-                                destination = %d,
-                                failures = state.failures,
-                                cooldown_s = (state.open_until_ms - now) / 1000,
-                                "circuit breaker opened"
-                            );
+                    Some(self.control.succeeded(d, now).await.inspect(|s| {
+                        if s.is_clean() {
+                            info!(destination = %d, "breaker closed");
                         }
-                        Ok(state)
-                    }
-                    Err(e) => Err(e),
+                    }))
                 }
+                // A 429 says "slower", not "down": it pauses, never counts toward the breaker.
+                (Attempt::Status { status: 429, .. }, Class::Transient { not_before }) => {
+                    let wait = not_before
+                        .unwrap_or(PAUSE_WITHOUT_RETRY_AFTER)
+                        .min(self.settings.max_vendor_wait);
+                    let until = now + wait.as_millis() as i64;
+                    metrics.count("Paused", &dims);
+                    warn!(destination = %d, wait_ms = wait.as_millis() as u64, "429: the destination is paused for every router");
+                    Some(self.control.pause(d, until).await)
+                }
+                (_, Class::Transient { .. }) if self.settings.breaker.is_some() => {
+                    let counted = self.control.failed(d, self.policy(), now).await;
+                    if let Ok((state, true)) = &counted {
+                        metrics.count("BreakerOpened", &dims);
+                        warn!(
+                            destination = %d,
+                            failures = state.failures,
+                            cooldown_s = (state.open_until_ms - now) / 1000,
+                            "circuit breaker opened"
+                        );
+                    }
+                    Some(counted.map(|(state, _)| state))
+                }
+                _ => None,
             }
-            _ => return,
+        };
+        // The ledger's write after this one needs the rest of the reserve.
+        let result = match crate::clock::by(self.send_by + AFTER_SEND, update).await {
+            None => Err(late()),
+            Some(None) => return,
+            Some(Some(result)) => result,
         };
         match result {
             Ok(state) => self.keep(d, state),

@@ -230,7 +230,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             .into_iter()
             .filter(|d| self.destinations.configured(*d))
             .collect();
-        let gates = Gates::load(&self.control, &self.settings.control, &configured).await;
+        let gates = Gates::load(&self.control, &self.settings.control, &configured, send_by).await;
         let gates = &gates;
         let failed: Vec<Option<String>> = if fifo {
             self.handle_fifo(records, (invoked_at, send_by), gates, metrics)
@@ -259,7 +259,15 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             futures::stream::iter(done)
                 .map(|(r, result, _)| async move {
                     let ok = self
-                        .settle_by(done_by, &r, result, invoked_at, metrics)
+                        .settle(
+                            &r,
+                            result,
+                            Settling {
+                                invoked_at,
+                                done_by,
+                            },
+                            metrics,
+                        )
                         .await;
                     (!ok).then_some(r.message_id)
                 })
@@ -340,10 +348,11 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                             result = RecordResult::of(vec![result, b]);
                         }
                     }
-                    if !self
-                        .settle_by(self.done_by(deadline), &r, result, invoked_at, metrics)
-                        .await
-                    {
+                    let at = Settling {
+                        invoked_at,
+                        done_by: self.done_by(deadline),
+                    };
+                    if !self.settle(&r, result, at, metrics).await {
                         blocked = true;
                         failed.push(r.message_id);
                     }
@@ -364,36 +373,15 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             .unwrap_or(send_by)
     }
 
-    /// [`Router::settle`], ended by `done_by`: a record not settled by then stays on the queue
-    /// and comes back after its visibility timeout, which loses nothing.
-    async fn settle_by(
-        &self,
-        done_by: SystemTime,
-        r: &SqsMessage,
-        result: RecordResult,
-        invoked_at: SystemTime,
-        metrics: &Metrics,
-    ) -> bool {
-        match by(done_by, self.settle(r, result, invoked_at, metrics)).await {
-            Some(settled) => settled,
-            None => {
-                metrics.count("BookkeepingLate", &[]);
-                warn!(
-                    message_id = r.message_id.as_deref().unwrap_or_default(),
-                    "no time left to settle the record; the queue's visibility timeout applies"
-                );
-                false
-            }
-        }
-    }
-
     /// What becomes of a record that did not succeed; `true` when it may be deleted from the
     /// queue (done, or now on the dead-letter queue), `false` when it stays and comes back.
+    /// Each call ends by `at.done_by`: one cut short leaves the record on the queue (it comes
+    /// back after its visibility timeout), which loses nothing.
     async fn settle(
         &self,
         r: &SqsMessage,
         result: RecordResult,
-        invoked_at: SystemTime,
+        at: Settling,
         metrics: &Metrics,
     ) -> bool {
         if result == RecordResult::Done {
@@ -404,10 +392,11 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         }
         let receives = receive_count(r);
         let message_id = r.message_id.as_deref().unwrap_or_default();
+        let owed_left = self.owed_left(r);
         let (reason, class) = match result {
             RecordResult::Done => return true,
             RecordResult::Wait { why, .. } | RecordResult::Retry { why, .. }
-                if self.owed_too_long(r) =>
+                if owed_left == Some(Duration::ZERO) =>
             {
                 (
                     format!(
@@ -421,7 +410,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 let wait =
                     Duration::from_millis((until_ms - epoch_ms(SystemTime::now())).max(0) as u64);
                 return self
-                    .wait(r, wait, (receives, invoked_at), &why, metrics)
+                    .wait(r, wait, (receives, at, owed_left), &why, metrics)
                     .await;
             }
             RecordResult::Retry {
@@ -436,23 +425,24 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
                 match self.settings.schedule.wait_after(step) {
                     Some(wait) => {
                         let wait = wait.max(not_before.unwrap_or_default());
-                        if self.requeued_fresh(r, receives, wait, &why).await {
+                        if self.requeued_fresh(r, receives, wait, (&why, at)).await {
                             metrics.count("RetryScheduled", &[]);
                             return true;
                         }
                         let Some(handle) = r.receipt_handle.as_deref() else {
                             return false;
                         };
-                        let wait = wait.min(visibility_limit(invoked_at, SystemTime::now()));
-                        match self.redelivery.delay(handle, wait).await {
-                            Ok(()) => {
+                        let wait = at.bounded(wait, owed_left);
+                        match by(at.done_by, self.redelivery.delay(handle, wait)).await {
+                            Some(Ok(())) => {
                                 metrics.count("RetryScheduled", &[]);
                                 metrics.add("RetryDepth", f64::from(step), &[]);
                                 info!(message_id, failures = step, receives, wait_s = wait.as_secs(), why = %why, "retry scheduled");
                             }
-                            Err(e) => {
+                            Some(Err(e)) => {
                                 warn!(message_id, error = %e, "could not schedule the retry; the queue's visibility timeout applies")
                             }
+                            None => late(message_id, metrics),
                         }
                         return false;
                     }
@@ -474,22 +464,31 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             group: message_group(r),
             message_id,
         };
-        match self.redelivery.dead_letter(&letter).await {
-            Ok(()) => {
-                if let Some(env) = r.body.as_deref().and_then(|b| Envelope::parse(b).ok())
-                    && let Err(e) = self
-                        .ledger
-                        .dead_lettered(&env.id, &reason, epoch_ms(SystemTime::now()))
-                        .await
-                {
-                    warn!(error = %e, "could not note the dead letter in the archive");
+        match by(at.done_by, self.redelivery.dead_letter(&letter)).await {
+            Some(Ok(())) => {
+                // On the DLQ: the record may go, whatever becomes of the archive's note.
+                if let Some(env) = r.body.as_deref().and_then(|b| Envelope::parse(b).ok()) {
+                    let note =
+                        self.ledger
+                            .dead_lettered(&env.id, &reason, epoch_ms(SystemTime::now()));
+                    match by(at.done_by, note).await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            warn!(error = %e, "could not note the dead letter in the archive")
+                        }
+                        None => warn!("no time left to note the dead letter in the archive"),
+                    }
                 }
                 metrics.count("DeadLettered", &[("Reason", class)]);
                 error!(message_id, receives, reason = %reason, "record moved to the dead-letter queue");
                 true
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(message_id, error = %e, "could not move the record to the dead-letter queue; it stays on the queue");
+                false
+            }
+            None => {
+                late(message_id, metrics);
                 false
             }
         }
@@ -503,45 +502,49 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         &self,
         r: &SqsMessage,
         wait: Duration,
-        (receives, invoked_at): (u32, SystemTime),
+        (receives, at, owed_left): (u32, Settling, Option<Duration>),
         why: &str,
         metrics: &Metrics,
     ) -> bool {
         let message_id = r.message_id.as_deref().unwrap_or_default();
         let spread = (wait / 10).min(Duration::from_secs(5));
-        let wait = (wait.max(Duration::from_secs(1)) + spread.mul_f64(fastrand::f64()))
-            .min(visibility_limit(invoked_at, SystemTime::now()));
+        let wait = at.bounded(
+            wait.max(Duration::from_secs(1)) + spread.mul_f64(fastrand::f64()),
+            owed_left,
+        );
         metrics.count("RecordsHeld", &[]);
-        if self.requeued_fresh(r, receives, wait, why).await {
+        if self.requeued_fresh(r, receives, wait, (why, at)).await {
             return true;
         }
         let Some(handle) = r.receipt_handle.as_deref() else {
             return false;
         };
-        match self.redelivery.delay(handle, wait).await {
-            Ok(()) => {
+        match by(at.done_by, self.redelivery.delay(handle, wait)).await {
+            Some(Ok(())) => {
                 info!(message_id, receives, wait_s = wait.as_secs(), why = %why, "held: waits without counting a failure")
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(message_id, error = %e, "could not hold the record; the queue's visibility timeout applies")
             }
+            None => late(message_id, metrics),
         }
         false
     }
 
-    /// Whether the record's lead has been owed for the schedule's whole total since ingest
-    /// accepted it (or a redrive or replay sent it again): then no wait is left, held or not.
-    fn owed_too_long(&self, r: &SqsMessage) -> bool {
-        let Some(since) = r
+    /// How long the record's lead is still owed: `RETRY_SCHEDULE_TOTAL` from when ingest
+    /// accepted it (or a redrive or replay sent it again), less what has passed; zero once over
+    /// (then no wait is left, held or not); `None` when the record does not say.
+    fn owed_left(&self, r: &SqsMessage) -> Option<Duration> {
+        let since = r
             .body
             .as_deref()
             .and_then(|b| Envelope::parse(b).ok())
             .map(|e| e.owed_since_ms())
-            .filter(|ms| *ms > 0)
-        else {
-            return false;
-        };
-        epoch_ms(SystemTime::now()) - since >= self.settings.schedule.total().as_millis() as i64
+            .filter(|ms| *ms > 0)?;
+        let end = since + self.settings.schedule.total().as_millis() as i64;
+        Some(Duration::from_millis(
+            (end - epoch_ms(SystemTime::now())).max(0) as u64,
+        ))
     }
 
     /// Keeps the envelope in the archive (when `ARCHIVE_DAYS` is set); a failure is logged and
@@ -549,7 +552,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
     async fn archive(
         &self,
         r: &SqsMessage,
-        envelope: &Envelope,
+        (envelope, send_by): (&Envelope, SystemTime),
         version: &str,
         routed: &[DestinationName],
         metrics: &Metrics,
@@ -573,7 +576,14 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             dead_lettered: None,
             expires_at: now / 1000 + i64::from(self.settings.archive_days) * 86_400,
         };
-        if let Err(e) = self.ledger.archive(&event).await {
+        let kept = by(self.done_by(send_by), self.ledger.archive(&event))
+            .await
+            .unwrap_or_else(|| {
+                Err(ledger::LedgerError(
+                    "no answer before the invocation's deadline".into(),
+                ))
+            });
+        if let Err(e) = kept {
             metrics.count("ArchiveFailed", &[]);
             warn!(error = %e, "could not archive the envelope");
         }
@@ -588,7 +598,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         r: &SqsMessage,
         receives: u32,
         wait: Duration,
-        why: &str,
+        (why, at): (&str, Settling),
     ) -> bool {
         let near_backstop = self
             .settings
@@ -599,15 +609,16 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
         }
         let message_id = r.message_id.as_deref().unwrap_or_default();
         let body = r.body.as_deref().unwrap_or_default();
-        match self.redelivery.requeue(body, wait).await {
-            Ok(()) => {
+        match by(at.done_by, self.redelivery.requeue(body, wait)).await {
+            Some(Ok(())) => {
                 info!(message_id, receives, wait_s = wait.as_secs().min(900), why = %why, "near the queue's receive limit: sent back as a fresh message");
                 true
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(message_id, error = %e, "could not send the record back fresh");
                 false
             }
+            None => false,
         }
     }
 
@@ -683,7 +694,7 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
             }
             let version = envelope.lead_version();
             let received_at_ms = envelope.received_at_ms();
-            let archived = self.archive(r, &envelope, &version, &routed, metrics);
+            let archived = self.archive(r, (&envelope, deadline), &version, &routed, metrics);
             if targets.is_empty() {
                 archived.await;
                 metrics.count("Unrouted", &[]);
@@ -941,6 +952,35 @@ impl<L: DeliveryLedger, D: Destinations, Q: Redelivery, C: DeliveryControl> Rout
     }
 }
 
+/// When a batch's records are settled: SQS's 12 h for their waits count from `invoked_at`, and
+/// every call ends by `done_by`.
+#[derive(Debug, Clone, Copy)]
+struct Settling {
+    invoked_at: SystemTime,
+    done_by: SystemTime,
+}
+
+impl Settling {
+    /// `wait`, within what SQS still allows since the receive, and no longer than the lead is
+    /// still owed (at least a second): it comes back in time to end, not half a day late.
+    fn bounded(&self, wait: Duration, owed_left: Option<Duration>) -> Duration {
+        let wait = wait.min(visibility_limit(self.invoked_at, SystemTime::now()));
+        match owed_left {
+            Some(left) => wait.min(left.max(Duration::from_secs(1))),
+            None => wait,
+        }
+    }
+}
+
+/// A settling call that did not end by the deadline: the record comes back on its own.
+fn late(message_id: &str, metrics: &Metrics) {
+    metrics.count("BookkeepingLate", &[]);
+    warn!(
+        message_id,
+        "no time left to settle the record; the queue's visibility timeout applies"
+    );
+}
+
 /// What is left until `send_by`, less the margin.
 fn time_to_send(send_by: SystemTime, margin: Duration) -> Duration {
     send_by
@@ -1009,14 +1049,9 @@ impl<D: Destinations, C: DeliveryControl> Retried for DeliveryAttempts<'_, '_, D
         }
         let attempt = self.destinations.deliver(self.dest, self.env, full).await;
         let class = classify(&attempt, SystemTime::now());
-        let done_by = (self.deadline + BOOKKEEPING_RESERVE)
-            .checked_sub(self.settings.retry.safety_margin)
-            .unwrap_or(self.deadline);
-        by(
-            done_by,
-            self.gates.after(self.dest, &attempt, &class, self.metrics),
-        )
-        .await;
+        self.gates
+            .after(self.dest, &attempt, &class, self.metrics)
+            .await;
         Some(attempt)
     }
 

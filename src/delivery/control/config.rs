@@ -170,6 +170,17 @@ pub fn parse_rate_limits_with_off(
                  milliseconds apart); use at most 1000/s, or off"
             ));
         }
+        // Nor may the whole-millisecond rounding slow it silently: at most 1% under the rate.
+        let exact_us = per.as_micros() as f64 / f64::from(count);
+        let slot_ms = (exact_us / 1000.0).ceil();
+        if slot_ms * 1000.0 > exact_us * 1.01 {
+            return Err(format!(
+                "{entry:?}: slots a whole number of milliseconds apart would pace it at {:.0}/s, \
+                 more than 1% under; choose a rate whose interval is near whole milliseconds \
+                 (like 500/s or 1000/s)",
+                1000.0 / slot_ms
+            ));
+        }
         if out.iter().any(|(n, _)| *n == name) {
             return Err(format!("{name} is listed twice"));
         }

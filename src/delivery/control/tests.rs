@@ -185,6 +185,19 @@ fn rate_limits_parse_with_defaults_and_overrides() {
                 .contains("more than 1000 requests per second"),
         "{err}"
     );
+    // Nor is a rate the rounding would slow by more than 1% (600/s would run at 500/s).
+    for slowed in ["zapier=600/s", "zapier=999/s", "zapier=1500/2s"] {
+        let err = parse_rate_limits_with_off(slowed).unwrap_err();
+        assert!(err.contains("more than 1% under"), "{slowed}: {err}");
+    }
+    for fine in [
+        "zapier=500/s",
+        "zapier=90/10s",
+        "zapier=9/s:10",
+        "zapier=600/m",
+    ] {
+        assert!(parse_rate_limits_with_off(fine).is_ok(), "{fine}");
+    }
     let fastest = parse_rate_limits_with_off("zapier=1000/s").unwrap();
     assert_eq!(fastest[0].1.unwrap().interval_ms(), 1);
     // Rounded up, so the pace stays at or under the limit: 3/s is one per 334 ms.

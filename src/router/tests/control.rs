@@ -448,6 +448,14 @@ async fn a_lead_owed_past_the_schedules_total_reaches_the_dlq_with_what_held_it(
         0,
         "no failure was counted"
     );
+    // The recent one, a minute short of its end, waits that minute, not the breaker's 10.
+    let delays = r.redelivery.delays.lock().unwrap().clone();
+    let recent_wait = delays
+        .iter()
+        .find(|(h, _)| h.starts_with("rh-recent"))
+        .map(|(_, w)| *w)
+        .unwrap();
+    assert!(recent_wait <= Duration::from_secs(60), "{delays:?}");
 
     // Failing, not held: the same end, before the schedule's steps are used up.
     let r = controlled();
