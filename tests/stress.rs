@@ -185,6 +185,15 @@ async fn queue_with_dlq(aws: &Aws, max_receive_count: u32) -> (String, String, S
 async fn router_faults() -> Row {
     let aws = Aws::fresh().await;
     let (queue, queue_arn, dlq) = queue_with_dlq(&aws, 5).await;
+    // An invocation fits whole requests (0.8 s) and their retries before the 2 s kept for the
+    // bookkeeping: 6 s, inside the queue's visibility timeout.
+    aws.sqs
+        .set_queue_attributes()
+        .queue_url(&queue)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "8")
+        .send()
+        .await
+        .unwrap();
     let chaos = support::chaos::start(SEED, 55, Duration::from_secs(3)).await;
     let url = |p: &str| format!("{}/{p}", chaos.url);
     let destinations = DestinationSettings {
@@ -265,7 +274,7 @@ async fn router_faults() -> Row {
         queue_url: &queue,
         queue_arn: &queue_arn,
         handler: &router,
-        invocation_time: Duration::from_secs(3),
+        invocation_time: Duration::from_secs(6),
     };
     let start = Instant::now();
     let limit = Duration::from_secs(420);
@@ -347,6 +356,14 @@ async fn router_faults() -> Row {
         "router faults: {deliveries} deliveries owed; downstream answers {:?}; drained in {:.1} s",
         tally.answers,
         start.elapsed().as_secs_f64()
+    );
+    // The DLQ is for leads the faults kept from their destinations through every receive, not
+    // a place every lead may end: most get through (all 500 in every run so far).
+    assert!(
+        delivered * 10 >= expected.len() * 9,
+        "router faults: only {delivered} of {} leads delivered ({} in the DLQ)",
+        expected.len(),
+        dlq_ids.len()
     );
     Row {
         suite: "router faults (500 leads; 5xx, 429, hangs, resets; SQS redelivery)".into(),
