@@ -190,7 +190,10 @@ async fn router_faults() -> Row {
     aws.sqs
         .set_queue_attributes()
         .queue_url(&queue)
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "8")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "8",
+        )
         .send()
         .await
         .unwrap();
