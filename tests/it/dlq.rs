@@ -492,3 +492,64 @@ async fn dlq_list_shows_the_reason_of_intake_dead_letters_in_either_spelling() {
     );
     assert!(!r.stdout.contains("reason -"), "{}", r.stdout);
 }
+
+/// `clayhook dlq` with the credentials people have: a `credential_process` profile in a config
+/// file, as the AWS CLI reads it, and no key in the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_works_with_a_credential_process_profile() {
+    let aws = Aws::fresh().await;
+    let dlq = aws
+        .sqs
+        .create_queue()
+        .queue_name(crate::support::unique("cp-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    send(&aws, &dlq, "{\"row\":1}").await;
+    let dir = std::env::temp_dir().join(crate::support::unique("clayhook-cp"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let process = dir.join("credentials.sh");
+    std::fs::write(
+        &process,
+        "#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"testing\", \"SecretAccessKey\": \"testing\"}'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&process, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile from-process]\nregion = us-east-1\ncredential_process = {}\n",
+            process.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clayhook"));
+    cmd.args(["dlq", "list"])
+        .env("AWS_ENDPOINT_URL", moto_url())
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+        .env("AWS_PROFILE", "from-process")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("DLQ_URL", &dlq)
+        .env("IDEMPOTENCY_TABLE", &aws.table)
+        .env_remove("ROUTING_RULES");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("clayhook dlq"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("1 record(s) in the dead-letter queue"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
