@@ -114,7 +114,7 @@ impl WarmUp {
     /// first invocation pays no set-up that start-up could have done. Bounded by `limit`: a slow
     /// endpoint never blocks start-up, and any answer (even an error) leaves a warm connection in
     /// the pool.
-    pub async fn run(&self, table: Table<'_>, queue: Option<&crate::aws_json::AwsJsonClient>) {
+    pub async fn run(&self, table: Table<'_>, queue: Option<&aws_sdk_sqs::Client>) {
         if self.limit.is_zero() {
             return;
         }
@@ -142,8 +142,12 @@ impl WarmUp {
         };
         let queue = async {
             if let (Some(client), Some(url)) = (queue, &self.queue_url) {
-                let body = serde_json::json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] });
-                let _ = client.call("GetQueueAttributes", &body).await;
+                let _ = client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .send()
+                    .await;
             }
         };
         let warmed = tokio::time::timeout(self.limit, futures::future::join(table, queue)).await;

@@ -36,7 +36,7 @@ pub fn ingest(config: IngestConfig, clients: &Clients) -> IngestFunction {
     Ingest {
         settings: config.settings,
         store: DynamoDbIdempotencyStore::new(clients.dynamodb.clone(), config.table),
-        queue: SqsLeadQueue::new(clients.queue.clone(), config.queue_url),
+        queue: SqsLeadQueue::new(clients.sqs.clone(), config.queue_url),
     }
 }
 
@@ -97,7 +97,7 @@ async fn start<T>(
     if !references.is_empty() {
         tracing::info!(references = ?references.describe(), refresh_s = references.refresh.as_secs(), "secrets by reference");
     }
-    let sqs = queue_var.map(|_| &clients.queue);
+    let sqs = queue_var.map(|_| &clients.sqs);
     // Ingest's and the router's table calls go through the lean client; the feeder's still go
     // through the SDK's, whose pool is warmed instead.
     let table = match prefix {

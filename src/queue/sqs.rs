@@ -2,79 +2,56 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::MessageAttributeValue;
-
-use serde::Serialize;
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
+};
 
 use super::{DeadLetter, LeadQueue, OutgoingMessage, QueueError, Redelivery};
-use crate::aws_json::AwsJsonClient;
 
 #[derive(Clone, Debug)]
 pub struct SqsLeadQueue {
-    client: AwsJsonClient,
+    client: Client,
     url: String,
     fifo: bool,
 }
 
 impl SqsLeadQueue {
-    pub fn new(client: AwsJsonClient, url: impl Into<String>) -> Self {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
         let url = url.into();
         let fifo = url.ends_with(".fifo");
         SqsLeadQueue { client, url, fifo }
     }
 }
 
-/// `SendMessage`'s request, written straight from the message (its body is up to 1 MB: no copy).
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct SendMessage<'a> {
-    queue_url: &'a str,
-    message_body: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message_system_attributes: Option<SystemAttributes<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message_group_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message_deduplication_id: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct SystemAttributes<'a> {
-    #[serde(rename = "AWSTraceHeader")]
-    trace_header: StringValue<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct StringValue<'a> {
-    data_type: &'static str,
-    string_value: &'a str,
-}
-
 impl LeadQueue for SqsLeadQueue {
     async fn send(&self, message: &OutgoingMessage) -> Result<String, QueueError> {
-        let body = SendMessage {
-            queue_url: &self.url,
-            message_body: &message.body,
-            message_system_attributes: message.trace_header.as_deref().map(|trace| {
-                SystemAttributes {
-                    trace_header: StringValue {
-                        data_type: "String",
-                        string_value: trace,
-                    },
-                }
-            }),
-            message_group_id: self.fifo.then_some(message.group.as_str()),
-            message_deduplication_id: self.fifo.then_some(message.id.as_str()),
-        };
-        let out = self
+        let mut request = self
             .client
-            .call("SendMessage", &body)
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(&message.body);
+        if let Some(trace) = &message.trace_header {
+            // The ingest invocation's trace, carried to the router as `AWSTraceHeader`.
+            let value = MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(trace)
+                .build()
+                .map_err(|e| QueueError(e.to_string()))?;
+            request = request.message_system_attributes(
+                MessageSystemAttributeNameForSends::AwsTraceHeader,
+                value,
+            );
+        }
+        if self.fifo {
+            request = request
+                .message_group_id(&message.group)
+                .message_deduplication_id(&message.id);
+        }
+        let out = request
+            .send()
             .await
-            .map_err(|e| QueueError(e.to_string()))?;
-        out.get("MessageId")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+            .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
+        out.message_id
             .ok_or_else(|| QueueError("SQS accepted the message but returned no id".into()))
     }
 }

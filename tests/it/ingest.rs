@@ -36,7 +36,7 @@ fn ingest(aws: &Aws, key_spec: KeySpec) -> Handler {
     Ingest {
         settings: settings(key_spec),
         store: DynamoDbIdempotencyStore::new(aws.dynamodb.clone(), &aws.table),
-        queue: SqsLeadQueue::new(aws.queue.clone(), &aws.queue_url),
+        queue: SqsLeadQueue::new(aws.sqs.clone(), &aws.queue_url),
     }
 }
 
@@ -551,7 +551,7 @@ async fn sqs_unreachable_is_503_and_leaves_no_item() {
     let h = Ingest {
         settings: settings(KeySpec::Body),
         store: DynamoDbIdempotencyStore::new(aws.dynamodb.clone(), &aws.table),
-        queue: SqsLeadQueue::new(lean_clients(&dead).1, &aws.queue_url),
+        queue: SqsLeadQueue::new(aws_sdk_sqs::Client::new(&dead), &aws.queue_url),
     };
     let a = post(&h, &token_headers(), BODY).await;
     assert_eq!(a.status, 503);
@@ -570,7 +570,7 @@ async fn dynamodb_unreachable_is_503_and_queues_nothing() {
     let h = Ingest {
         settings: settings(KeySpec::Body),
         store: DynamoDbIdempotencyStore::new(lean_clients(&dead).0, &aws.table),
-        queue: SqsLeadQueue::new(aws.queue.clone(), &aws.queue_url),
+        queue: SqsLeadQueue::new(aws.sqs.clone(), &aws.queue_url),
     };
     let a = post(&h, &token_headers(), BODY).await;
     assert_eq!(a.status, 503);

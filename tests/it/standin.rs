@@ -12,9 +12,12 @@ use clayhook::queue::{LeadQueue, OutgoingMessage};
 async fn the_standin_answers_our_adapters_over_kept_alive_connections() {
     let standin = AwsStandin::start().await;
     let config = sdk_config(&standin.url).await;
-    let (dynamodb, sqs) = lean_clients(&config);
+    let (dynamodb, _) = lean_clients(&config);
     let store = DynamoDbIdempotencyStore::new(dynamodb, "t");
-    let queue = SqsLeadQueue::new(sqs, format!("{}/q", standin.url));
+    let queue = SqsLeadQueue::new(
+        aws_sdk_sqs::Client::new(&config),
+        format!("{}/q", standin.url),
+    );
     for i in 0..20 {
         let claim = Claim {
             id: format!("lead-{i}"),
