@@ -4,15 +4,13 @@
 //! - the lease lapses when the deadline passes (the holder's invocation is gone), and anyone may
 //!   claim the item again (`lapsed!`, in each claim's condition);
 //! - only the holder, naming the same deadline ([`OURS`]), may give it back: delete the item
-//!   ([`Lease::give_up`], ingest) or return it to a settled status (the ledger's release). A
-//!   lease taken over since is left alone.
+//!   (ingest's abandon) or return it to a settled status (the ledger's release). A lease taken
+//!   over since is left alone.
 //!
 //! Conditions use the names `#status` and `#lease` and the values `:held`, `:now_ms` (lapsed) and
 //! `:lease` (ours); [`Lease::names`] and the `*_values` methods supply them.
 
-use crate::aws_json::AwsJsonClient;
-use crate::aws_json::item;
-use crate::aws_json::request::{Attr, Write, n, s};
+use crate::aws_json::request::{Attr, n, s};
 
 /// Held, and the holder's deadline has passed: free to claim. A macro, so claim conditions can
 /// `concat!` it into one constant.
@@ -46,26 +44,6 @@ impl Lease {
     /// Values for [`OURS`], the holder's deadline being `until_ms`.
     pub fn ours_values(&self, until_ms: i64) -> [(&'static str, Attr<'static>); 2] {
         [(":held", s(self.held)), (":lease", n(until_ms))]
-    }
-
-    /// Deletes the item at `pk` while the lease ending at `until_ms` still holds it. `Ok(false)`
-    /// when it did not.
-    pub async fn give_up(
-        &self,
-        client: &AwsJsonClient,
-        table: &str,
-        pk: &str,
-        until_ms: i64,
-    ) -> Result<bool, String> {
-        let body = Write {
-            table_name: table,
-            key: Some(pk.into()),
-            condition_expression: Some(OURS),
-            expression_attribute_names: self.names().into(),
-            expression_attribute_values: self.ours_values(until_ms).into(),
-            ..Write::default()
-        };
-        item::written(client.write("DeleteItem", &body).await)
     }
 }
 

@@ -35,7 +35,7 @@ pub type FeederFunction = Feeder<DynamoDbFeedStore, SqsIntake>;
 pub fn ingest(config: IngestConfig, clients: &Clients) -> IngestFunction {
     Ingest {
         settings: config.settings,
-        store: DynamoDbIdempotencyStore::new(clients.dynamodb.clone(), config.table),
+        store: DynamoDbIdempotencyStore::new(clients.ddb.clone(), config.table),
         queue: SqsLeadQueue::new(clients.sqs.clone(), config.queue_url),
     }
 }
@@ -101,7 +101,7 @@ async fn start<T>(
     // Ingest's and the router's table calls go through the lean client; the feeder's still go
     // through the SDK's, whose pool is warmed instead.
     let table = match prefix {
-        FEED_PREFIX => Table::Sdk(&clients.ddb),
+        FEED_PREFIX | INGEST_PREFIX => Table::Sdk(&clients.ddb),
         _ => Table::Lean(&clients.dynamodb),
     };
     let (resolved, ()) = futures::future::join(

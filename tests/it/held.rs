@@ -218,7 +218,7 @@ async fn a_retried_claim_that_finds_its_own_write_is_ours() {
     let aws = Aws::fresh().await;
     let now_ms = clayhook::clock::epoch_ms(SystemTime::now());
 
-    let store = DynamoDbIdempotencyStore::new(aws.dynamodb.clone(), &aws.table);
+    let store = DynamoDbIdempotencyStore::new(aws.ddb.clone(), &aws.table);
     let claim = Claim {
         id: lead_id("retried-put"),
         body_hash: None,

@@ -1,6 +1,6 @@
 //! The ingest handler against a real moto_server: every row of the spec's response table.
 
-use crate::support::{Aws, dead_endpoint, lean_clients, sdk_config};
+use crate::support::{Aws, dead_endpoint, sdk_config};
 use aws_sdk_dynamodb::types::AttributeValue;
 use clayhook::auth::{Secrets, hmac_hex, standard_webhooks_signature};
 use clayhook::idempotency::KeySpec;
@@ -35,7 +35,7 @@ fn settings(key_spec: KeySpec) -> IngestSettings {
 fn ingest(aws: &Aws, key_spec: KeySpec) -> Handler {
     Ingest {
         settings: settings(key_spec),
-        store: DynamoDbIdempotencyStore::new(aws.dynamodb.clone(), &aws.table),
+        store: DynamoDbIdempotencyStore::new(aws.ddb.clone(), &aws.table),
         queue: SqsLeadQueue::new(aws.sqs.clone(), &aws.queue_url),
     }
 }
@@ -550,7 +550,7 @@ async fn sqs_unreachable_is_503_and_leaves_no_item() {
     let dead = sdk_config(&dead_endpoint()).await;
     let h = Ingest {
         settings: settings(KeySpec::Body),
-        store: DynamoDbIdempotencyStore::new(aws.dynamodb.clone(), &aws.table),
+        store: DynamoDbIdempotencyStore::new(aws.ddb.clone(), &aws.table),
         queue: SqsLeadQueue::new(aws_sdk_sqs::Client::new(&dead), &aws.queue_url),
     };
     let a = post(&h, &token_headers(), BODY).await;
@@ -569,7 +569,7 @@ async fn dynamodb_unreachable_is_503_and_queues_nothing() {
     let dead = sdk_config(&dead_endpoint()).await;
     let h = Ingest {
         settings: settings(KeySpec::Body),
-        store: DynamoDbIdempotencyStore::new(lean_clients(&dead).0, &aws.table),
+        store: DynamoDbIdempotencyStore::new(aws_sdk_dynamodb::Client::new(&dead), &aws.table),
         queue: SqsLeadQueue::new(aws.sqs.clone(), &aws.queue_url),
     };
     let a = post(&h, &token_headers(), BODY).await;
@@ -583,7 +583,7 @@ async fn dynamodb_unreachable_is_503_and_queues_nothing() {
 async fn missing_table_is_503_not_500() {
     let aws = Aws::fresh().await;
     let mut h = ingest(&aws, KeySpec::Body);
-    h.store = DynamoDbIdempotencyStore::new(aws.dynamodb.clone(), "no-such-table");
+    h.store = DynamoDbIdempotencyStore::new(aws.ddb.clone(), "no-such-table");
     let a = post(&h, &token_headers(), BODY).await;
     assert_eq!(a.status, 503);
 }

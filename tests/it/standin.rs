@@ -1,8 +1,8 @@
 //! The benchmarks' keep-alive AWS stand-in (tests/support/standin.rs) answers our own adapters
 //! the way DynamoDB and SQS do on the paths the benchmarks take, over few connections.
 
+use crate::support::sdk_config;
 use crate::support::standin::AwsStandin;
-use crate::support::{lean_clients, sdk_config};
 use clayhook::idempotency::dynamodb::DynamoDbIdempotencyStore;
 use clayhook::idempotency::{Begin, Claim, IdempotencyStore};
 use clayhook::queue::sqs::SqsLeadQueue;
@@ -12,8 +12,7 @@ use clayhook::queue::{LeadQueue, OutgoingMessage};
 async fn the_standin_answers_our_adapters_over_kept_alive_connections() {
     let standin = AwsStandin::start().await;
     let config = sdk_config(&standin.url).await;
-    let (dynamodb, _) = lean_clients(&config);
-    let store = DynamoDbIdempotencyStore::new(dynamodb, "t");
+    let store = DynamoDbIdempotencyStore::new(aws_sdk_dynamodb::Client::new(&config), "t");
     let queue = SqsLeadQueue::new(
         aws_sdk_sqs::Client::new(&config),
         format!("{}/q", standin.url),
